@@ -1,0 +1,47 @@
+//! The admin listener: health endpoints now; the API and the web UI join it later. It serves
+//! operators, not the public, and listens on loopback by default.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+
+use crate::edge::liveness;
+use crate::monitor::health::{HealthSources, Status};
+
+/// Routes of the admin App.
+pub(crate) fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route("/health", web::get().to(|| async { liveness() }))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz));
+}
+
+/// The full report; 503 when gatehouse cannot serve.
+async fn healthz(sources: web::Data<HealthSources>) -> HttpResponse {
+    let report = web::block(move || sources.report()).await;
+    match report {
+        Ok(report) => {
+            let status = if report.status == Status::Down {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            HttpResponse::build(status).json(report)
+        }
+        Err(err) => {
+            HttpResponse::InternalServerError().body(format!("health report failed: {err}\n"))
+        }
+    }
+}
+
+/// 200 when ready for traffic, 503 with the reasons otherwise.
+async fn readyz(sources: web::Data<HealthSources>) -> HttpResponse {
+    let verdict = web::block(move || sources.readiness()).await;
+    match verdict {
+        Ok((true, _)) => HttpResponse::Ok().json(serde_json::json!({ "ready": true })),
+        Ok((false, reasons)) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "ready": false, "reasons": reasons })),
+        Err(err) => {
+            HttpResponse::InternalServerError().body(format!("readiness check failed: {err}\n"))
+        }
+    }
+}

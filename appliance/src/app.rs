@@ -1,0 +1,545 @@
+//! Assembles every subsystem from a [`Loaded`] config and runs them. `main` and the end-to-end
+//! tests start the very same [`App`]; tests bind port 0 and read the addresses back.
+//!
+//! Lifecycle of every subsystem: config → validate ([`App::check`]) → start → reload (validate
+//! first, then swap) → drain and stop.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use actix_web::{HttpServer, web};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tracing::{error, info, warn};
+
+use crate::config::{Config, ConfigError, Loaded, Problem};
+use crate::edge::finish::Finish;
+use crate::edge::redirect::Redirect;
+use crate::edge::tls::{self, CertResolver};
+use crate::edge::{self, EdgeState};
+use crate::monitor::health::{BoundAddrs, HealthSources};
+use crate::store::{self, SledStore, Store, Tree};
+use crate::telemetry;
+use crate::upstream::spawn_checks;
+
+/// Why gatehouse cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The configuration is refused.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// A listener cannot be bound.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// The config key of the listener.
+        key: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The serving thread failed to start.
+    #[error("cannot start serving: {0}")]
+    Start(String),
+}
+
+/// A configured gatehouse, not yet serving.
+pub struct App {
+    loaded: Loaded,
+}
+
+/// What provisioning produced: the parts that read files before anything listens.
+struct Provisioned {
+    tls: Option<Arc<CertResolver>>,
+}
+
+/// Bound sockets, by role.
+struct Listeners {
+    edge: Vec<TcpListener>,
+    tls: Vec<TcpListener>,
+    redirect: Vec<TcpListener>,
+    admin: TcpListener,
+}
+
+impl App {
+    /// A gatehouse for this config.
+    pub fn new(loaded: Loaded) -> Self {
+        Self { loaded }
+    }
+
+    /// Validates everything a start would use, without binding, locking or serving: the config,
+    /// the TLS files, and that the state dir could be used.
+    pub fn check(&self) -> Result<(), AppError> {
+        provision(&self.loaded)?;
+        store::check_dir(&self.loaded.config.state.dir).map_err(|err| {
+            self.loaded
+                .error(&[Problem::new("state.dir", err.to_string())])
+        })?;
+        Ok(())
+    }
+
+    /// Starts serving on a background thread; returns once every listener is accepting.
+    pub fn start(self) -> Result<RunningApp, AppError> {
+        self.start_inner(false)
+    }
+
+    /// Serves until SIGTERM or SIGINT (graceful drain), reloading on SIGHUP. For `main`.
+    pub fn serve(self) -> Result<(), AppError> {
+        self.start_inner(true)?.wait();
+        Ok(())
+    }
+
+    fn start_inner(self, handle_signals: bool) -> Result<RunningApp, AppError> {
+        let config = &self.loaded.config;
+        let provisioned = provision(&self.loaded)?;
+        let listeners = bind_all(config)?;
+        let store: Arc<dyn Store> = Arc::new(
+            SledStore::open(
+                &config.state.dir,
+                config.state.cache_capacity.as_u64(),
+                config.state.flush_interval,
+            )
+            .map_err(|err| {
+                self.loaded
+                    .error(&[Problem::new("state.dir", err.to_string())])
+            })?,
+        );
+        let instance = instance_id(store.as_ref());
+        let edge = Arc::new(EdgeState::new(config, instance));
+        let addrs = listeners.addrs();
+        let (control, inbox) = unbounded_channel();
+        let (started_tx, started_rx) = mpsc::channel();
+        let serving = Serving {
+            loaded: self.loaded,
+            edge,
+            store,
+            tls: provisioned.tls,
+            addrs: addrs.clone(),
+            control: control.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("gatehouse-main".into())
+            .spawn(move || serving.run(listeners, inbox, started_tx, handle_signals))
+            .map_err(|err| AppError::Start(err.to_string()))?;
+        match started_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => return Err(AppError::Start(why)),
+            Err(_) => {
+                return Err(AppError::Start(
+                    "the serving thread ended during start".into(),
+                ));
+            }
+        }
+        info!(edge = ?addrs.edge, tls = ?addrs.tls, redirect = ?addrs.redirect, admin = %addrs.admin, "gatehouse is serving");
+        Ok(RunningApp {
+            addrs,
+            control,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// Loads what must be read from disk before serving, turning failures into config errors that
+/// name the key and line.
+fn provision(loaded: &Loaded) -> Result<Provisioned, ConfigError> {
+    let tls = match &loaded.config.edge.tls {
+        None => None,
+        Some(config) => Some(Arc::new(CertResolver::new(config).map_err(|err| {
+            loaded.error(&[Problem::new(err.config_key(), err.to_string())])
+        })?)),
+    };
+    Ok(Provisioned { tls })
+}
+
+fn bind_all(config: &Config) -> Result<Listeners, AppError> {
+    let backlog = config.edge.backlog as i32;
+    let bind_many =
+        |key: &'static str, addrs: &[SocketAddr]| -> Result<Vec<TcpListener>, AppError> {
+            addrs.iter().map(|addr| bind(key, *addr, backlog)).collect()
+        };
+    Ok(Listeners {
+        edge: bind_many("edge.listen", &config.edge.listen)?,
+        tls: bind_many(
+            "edge.tls.listen",
+            config.edge.tls.as_ref().map_or(&[], |t| &t.listen),
+        )?,
+        redirect: bind_many(
+            "edge.redirect.listen",
+            config.edge.redirect.as_ref().map_or(&[], |r| &r.listen),
+        )?,
+        admin: bind("admin.listen", config.admin.listen, 128)?,
+    })
+}
+
+/// A listening socket with address reuse (restarts do not wait out TIME_WAIT) and our backlog.
+fn bind(key: &'static str, addr: SocketAddr, backlog: i32) -> Result<TcpListener, AppError> {
+    let fail = |source| AppError::Bind { key, addr, source };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )
+    .map_err(fail)?;
+    socket.set_reuse_address(true).map_err(fail)?;
+    socket.set_nonblocking(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    socket.listen(backlog).map_err(fail)?;
+    Ok(socket.into())
+}
+
+impl Listeners {
+    fn addrs(&self) -> BoundAddrs {
+        let local = |l: &TcpListener| l.local_addr().expect("bound socket has an address");
+        BoundAddrs {
+            edge: self.edge.iter().map(local).collect(),
+            tls: self.tls.iter().map(local).collect(),
+            redirect: self.redirect.iter().map(local).collect(),
+            admin: local(&self.admin),
+        }
+    }
+}
+
+/// A stable id for this installation, kept in the store (request ids carry it).
+fn instance_id(store: &dyn Store) -> u64 {
+    const KEY: &[u8] = b"instance_id";
+    if let Ok(Some(bytes)) = store.get(Tree::Meta, KEY)
+        && let Ok(raw) = <[u8; 8]>::try_from(bytes.as_slice())
+    {
+        return u64::from_be_bytes(raw);
+    }
+    use std::hash::BuildHasher;
+    // RandomState is seeded from the OS: a random id without another dependency.
+    let id = std::collections::hash_map::RandomState::new().hash_one(std::process::id());
+    if let Err(err) = store.put(Tree::Meta, KEY, &id.to_be_bytes()) {
+        warn!(error = %err, "cannot store the instance id; request ids will change on restart");
+    }
+    id
+}
+
+/// HTTP/2 receive window per stream.
+const H2_STREAM_WINDOW: u32 = 1024 * 1024;
+/// HTTP/2 receive window per connection.
+const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
+
+/// Messages to the serving thread.
+enum Control {
+    /// Reload the config; answer on the channel when given (SIGHUP gives none and logs).
+    Reload(Option<mpsc::Sender<Result<(), ConfigError>>>),
+    /// Stop accepting, drain, exit.
+    Shutdown,
+}
+
+/// A serving gatehouse. Dropping it shuts it down gracefully.
+pub struct RunningApp {
+    addrs: BoundAddrs,
+    control: UnboundedSender<Control>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RunningApp {
+    /// The addresses actually bound (port 0 resolved).
+    pub fn addrs(&self) -> &BoundAddrs {
+        &self.addrs
+    }
+
+    /// Re-reads the config file and applies it if valid; on error the running config stays.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let (reply, answer) = mpsc::channel();
+        let _ = self.control.send(Control::Reload(Some(reply)));
+        answer.recv().unwrap_or(Ok(()))
+    }
+
+    /// Stops accepting and starts draining; returns at once.
+    pub fn begin_shutdown(&self) {
+        let _ = self.control.send(Control::Shutdown);
+    }
+
+    /// Blocks until gatehouse has stopped.
+    pub fn wait(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, let requests in flight finish (up to
+    /// `edge.drain_timeout`), flush the store, return.
+    pub fn shutdown(self) {
+        self.begin_shutdown();
+        self.wait();
+    }
+}
+
+impl Drop for RunningApp {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = self.control.send(Control::Shutdown);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Everything the serving thread owns.
+struct Serving {
+    loaded: Loaded,
+    edge: Arc<EdgeState>,
+    store: Arc<dyn Store>,
+    tls: Option<Arc<CertResolver>>,
+    addrs: BoundAddrs,
+    control: UnboundedSender<Control>,
+}
+
+impl Serving {
+    fn run(
+        mut self,
+        listeners: Listeners,
+        mut inbox: UnboundedReceiver<Control>,
+        started: mpsc::Sender<Result<(), String>>,
+        handle_signals: bool,
+    ) {
+        actix_rt::System::new().block_on(async move {
+            let servers = match self.start_servers(listeners) {
+                Ok(servers) => servers,
+                Err(err) => {
+                    let _ = started.send(Err(err.to_string()));
+                    return;
+                }
+            };
+            for group in self.edge.runtime().groups.values() {
+                spawn_checks(group);
+            }
+            if let Some(resolver) = &self.tls {
+                let interval = self
+                    .loaded
+                    .config
+                    .edge
+                    .tls
+                    .as_ref()
+                    .map_or(Duration::from_secs(5), |t| t.reload_interval);
+                actix_rt::spawn(tls::watch(Arc::downgrade(resolver), interval));
+            }
+            if handle_signals {
+                actix_rt::spawn(forward_signals(self.control.clone()));
+            }
+            let _ = started.send(Ok(()));
+
+            while let Some(message) = inbox.recv().await {
+                match message {
+                    Control::Reload(reply) => {
+                        let result = self.reload();
+                        match (&result, reply) {
+                            (_, Some(reply)) => {
+                                let _ = reply.send(result);
+                            }
+                            (Ok(()), None) => info!("configuration reloaded"),
+                            (Err(err), None) => {
+                                error!("reload refused, the running configuration stays:\n{err}")
+                            }
+                        }
+                    }
+                    Control::Shutdown => break,
+                }
+            }
+            self.drain(&servers).await;
+            if let Err(err) = self.store.flush() {
+                error!(error = %err, "state store flush failed at shutdown");
+            }
+            info!("stopped");
+            // Ends the worker threads too, and with them any connection still open.
+            actix_rt::System::current().stop();
+        });
+    }
+
+    /// Stops accepting, then waits until no request is in flight or the deadline passes.
+    /// actix's graceful stop alone would also wait for idle HTTP/2 connections, which its h2
+    /// dispatcher never closes, so an idle browser tab would hold a shutdown for the whole
+    /// deadline; once the last request has ended, stopping the system closes them.
+    async fn drain(&self, servers: &[actix_web::dev::ServerHandle]) {
+        let active = self.edge.active();
+        info!(in_flight = active.count(), deadline = ?self.loaded.config.edge.drain_timeout,
+            "stopping: no new connections; draining requests in flight");
+        let stopped = futures_util::future::join_all(servers.iter().map(|s| s.stop(true)));
+        tokio::select! {
+            _ = stopped => {}
+            _ = active.idle() => {}
+        }
+        match active.count() {
+            0 => info!("all requests finished"),
+            n => warn!(
+                in_flight = n,
+                "drain deadline reached: closing the connections of unfinished requests"
+            ),
+        }
+    }
+
+    fn start_servers(
+        &self,
+        listeners: Listeners,
+    ) -> std::io::Result<Vec<actix_web::dev::ServerHandle>> {
+        let config = &self.loaded.config;
+        let mut handles = Vec::new();
+        let drain = config.edge.drain_timeout.as_secs_f64().ceil() as u64;
+
+        let edge_data = web::Data::from(Arc::clone(&self.edge));
+        let edge_state = Arc::clone(&self.edge);
+        let mut server = HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(edge_data.clone())
+                .wrap(Finish::new(Arc::clone(&edge_state)))
+                .default_service(web::to(edge::handle))
+        })
+        .workers(workers(config))
+        // HTTP/2 flow-control windows: wide enough that uploads are not throttled by round trips,
+        // and that clients which hold one byte of window back before sending END_STREAM (hyper#4003)
+        // are not left waiting for an update; the connection window caps what one client can make
+        // us buffer.
+        .h2_initial_window_size(H2_STREAM_WINDOW)
+        .h2_initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .keep_alive(config.edge.keep_alive)
+        .client_request_timeout(config.edge.request_head_timeout)
+        .shutdown_timeout(drain)
+        .disable_signals();
+        for listener in listeners.edge {
+            server = server.listen(listener)?;
+        }
+        if let Some(resolver) = &self.tls {
+            let tls_config = tls::server_config(Arc::clone(resolver));
+            for listener in listeners.tls {
+                server = server.listen_rustls_0_23(listener, tls_config.clone())?;
+            }
+        }
+        handles.push(spawn_server(server.run()));
+
+        let health = web::Data::new(HealthSources {
+            edge: Arc::clone(&self.edge),
+            store: Arc::clone(&self.store),
+            tls: self.tls.clone(),
+            addrs: self.addrs.clone(),
+            started: Instant::now(),
+        });
+        let admin = HttpServer::new(move || {
+            actix_web::App::new()
+                .app_data(health.clone())
+                .configure(crate::admin::configure)
+        })
+        .workers(1)
+        .shutdown_timeout(drain)
+        .disable_signals()
+        .listen(listeners.admin)?;
+        handles.push(spawn_server(admin.run()));
+
+        if let Some(redirect) = &config.edge.redirect {
+            let https_port = redirect
+                .https_port
+                .or_else(|| self.addrs.tls.first().map(SocketAddr::port))
+                .unwrap_or(443);
+            let target = web::Data::new(Redirect { https_port });
+            let mut server = HttpServer::new(move || {
+                actix_web::App::new()
+                    .app_data(target.clone())
+                    .default_service(web::to(
+                        |req: actix_web::HttpRequest, to: web::Data<Redirect>| async move {
+                            to.respond(&req)
+                        },
+                    ))
+            })
+            .workers(1)
+            .shutdown_timeout(drain)
+            .disable_signals();
+            for listener in listeners.redirect {
+                server = server.listen(listener)?;
+            }
+            handles.push(spawn_server(server.run()));
+        }
+        Ok(handles)
+    }
+
+    /// Validate first, then swap. Only the TLS step can fail after validation, and it swaps
+    /// nothing when it fails, so a refused reload leaves everything as it was.
+    fn reload(&mut self) -> Result<(), ConfigError> {
+        let next = self.loaded.reload()?;
+        match (&next.config.edge.tls, &self.tls) {
+            (Some(config), Some(resolver)) => resolver
+                .reload_from(config)
+                .map_err(|err| next.error(&[Problem::new(err.config_key(), err.to_string())]))?,
+            (None, None) => {}
+            _ => warn!("turning TLS on or off takes effect after a restart"),
+        }
+        for key in restart_only_changes(&self.loaded.config, &next.config) {
+            warn!(
+                key,
+                "this setting changed but takes effect only after a restart"
+            );
+        }
+        telemetry::set_level(&next.config.log.level);
+        let runtime = self.edge.apply(&next.config);
+        for group in runtime.groups.values() {
+            spawn_checks(group);
+        }
+        self.loaded = next;
+        Ok(())
+    }
+}
+
+/// Settings that bind sockets, size threads or open files: a reload cannot change them.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let tls_listen = |c: &Config| c.edge.tls.as_ref().map(|t| t.listen.clone());
+    [
+        ("edge.listen", old.edge.listen != new.edge.listen),
+        ("edge.tls.listen", tls_listen(old) != tls_listen(new)),
+        ("edge.redirect", old.edge.redirect != new.edge.redirect),
+        ("edge.workers", old.edge.workers != new.edge.workers),
+        ("edge.backlog", old.edge.backlog != new.edge.backlog),
+        (
+            "edge.keep_alive",
+            old.edge.keep_alive != new.edge.keep_alive,
+        ),
+        (
+            "edge.request_head_timeout",
+            old.edge.request_head_timeout != new.edge.request_head_timeout,
+        ),
+        (
+            "edge.drain_timeout",
+            old.edge.drain_timeout != new.edge.drain_timeout,
+        ),
+        ("admin", old.admin != new.admin),
+        ("state", old.state != new.state),
+        ("log.format", old.log.format != new.log.format),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect()
+}
+
+fn workers(config: &Config) -> usize {
+    match config.edge.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+}
+
+fn spawn_server(server: actix_web::dev::Server) -> actix_web::dev::ServerHandle {
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    handle
+}
+
+/// SIGTERM and SIGINT drain and stop; SIGHUP reloads.
+async fn forward_signals(control: UnboundedSender<Control>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        error!("cannot install signal handlers; stop gatehouse with SIGKILL");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { let _ = control.send(Control::Shutdown); return; }
+            _ = int.recv() => { let _ = control.send(Control::Shutdown); return; }
+            _ = hup.recv() => { info!("SIGHUP: reloading configuration"); let _ = control.send(Control::Reload(None)); }
+        }
+    }
+}

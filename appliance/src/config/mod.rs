@@ -1,0 +1,496 @@
+//! Typed configuration: what every subsystem is built from.
+//!
+//! Owns the schema (every field documented with its default), loading with figment (TOML file, then
+//! the reference deployments' variable names, then `GATEHOUSE_SECTION__KEY`), cross-field validation
+//! and error messages that name the file, line and key. It must not start anything: building
+//! subsystems from a [`Config`] is the job of [`crate::app`].
+
+mod durations;
+mod env;
+mod load;
+mod locate;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::{Deserialize, Serialize};
+
+pub use load::{ConfigError, Loaded, load, load_from};
+pub use validate::Problem;
+
+/// The whole configuration. Every field has a default, so an empty file (or none) is valid.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The public HTTP(S) listeners. See [`EdgeConfig`].
+    pub edge: EdgeConfig,
+    /// The admin listener (health endpoints, later the API and web UI).
+    pub admin: AdminConfig,
+    /// Where gatehouse keeps its embedded state.
+    pub state: StateConfig,
+    /// Process and access logs.
+    pub log: LogConfig,
+    /// Routes, matched by host and then by the longest path prefix.
+    /// Default: one route `/` for any host, to the upstream group `app`.
+    pub routes: Vec<RouteConfig>,
+    /// Upstream groups by name.
+    /// Default: `app` with one server, 127.0.0.1:3000.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// PostgreSQL pooler knobs, under the reference deployment's names.
+    pub pool: PoolConfig,
+    /// Monitoring switch (`ENABLE_PERFORMANCE_MONITORING`).
+    pub monitoring: MonitoringConfig,
+    /// The shared Redis tier for several instances (`HORIZONTAL_SCALING_ENABLED`).
+    pub redis: RedisConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            edge: EdgeConfig::default(),
+            admin: AdminConfig::default(),
+            state: StateConfig::default(),
+            log: LogConfig::default(),
+            routes: vec![RouteConfig {
+                name: Some("default".into()),
+                hosts: Vec::new(),
+                path: "/".into(),
+                upstream: DEFAULT_UPSTREAM.into(),
+                strip_prefix: false,
+            }],
+            upstreams: BTreeMap::from([(
+                DEFAULT_UPSTREAM.to_string(),
+                UpstreamConfig {
+                    servers: vec![ServerConfig::Addr("127.0.0.1:3000".into())],
+                    ..UpstreamConfig::default()
+                },
+            )]),
+            pool: PoolConfig::default(),
+            monitoring: MonitoringConfig::default(),
+            redis: RedisConfig::default(),
+        }
+    }
+}
+
+/// The upstream group the default route leads to.
+pub const DEFAULT_UPSTREAM: &str = "app";
+
+/// The public listeners and how client connections are treated.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// Plain HTTP/1.1 listen addresses. Default `["0.0.0.0:8080"]`.
+    pub listen: Vec<SocketAddr>,
+    /// Worker threads serving the edge; 0 means one per CPU. Default `0`.
+    pub workers: usize,
+    /// Listen backlog of each edge socket. Default `2048`.
+    pub backlog: u32,
+    /// How long an idle client connection is kept open. Default `"75s"`.
+    #[serde(with = "durations")]
+    pub keep_alive: Duration,
+    /// How long a client may take to send a complete request head. Default `"10s"`.
+    #[serde(with = "durations")]
+    pub request_head_timeout: Duration,
+    /// On SIGTERM, how long in-flight requests may run before the process exits. Default `"30s"`.
+    #[serde(with = "durations")]
+    pub drain_timeout: Duration,
+    /// Liveness path also answered on the edge (for load balancers); `""` turns it off.
+    /// Default `"/health"`.
+    pub health_path: String,
+    /// HTTPS (HTTP/1.1 and HTTP/2 by ALPN). Default: off.
+    pub tls: Option<TlsConfig>,
+    /// A plain listener that answers every request with a redirect to HTTPS. Default: off.
+    pub redirect: Option<RedirectConfig>,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
+            workers: 0,
+            backlog: 2048,
+            keep_alive: Duration::from_secs(75),
+            request_head_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+            health_path: "/health".into(),
+            tls: None,
+            redirect: None,
+        }
+    }
+}
+
+/// HTTPS listeners and their certificate.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// TLS listen addresses. Default `["0.0.0.0:8443"]`.
+    #[serde(default = "TlsConfig::default_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// PEM certificate chain, leaf first. Required.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1). Required.
+    pub key: PathBuf,
+    /// How often the certificate and key files are checked for changes (SIGHUP reloads at once).
+    /// Default `"5s"`.
+    #[serde(with = "durations", default = "TlsConfig::default_reload_interval")]
+    pub reload_interval: Duration,
+}
+
+impl TlsConfig {
+    fn default_listen() -> Vec<SocketAddr> {
+        vec![SocketAddr::from(([0, 0, 0, 0], 8443))]
+    }
+    fn default_reload_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+}
+
+/// The HTTP → HTTPS redirect listener.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedirectConfig {
+    /// Listen addresses. Default `["0.0.0.0:80"]`.
+    pub listen: Vec<SocketAddr>,
+    /// Port named in the `Location`; omitted when 443. Default: the first TLS listener's port.
+    pub https_port: Option<u16>,
+}
+
+impl Default for RedirectConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 80))],
+            https_port: None,
+        }
+    }
+}
+
+/// The admin listener. Keep it on loopback or a private network.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Listen address for `/health`, `/healthz` and `/readyz`. Default `"127.0.0.1:9901"`.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+        }
+    }
+}
+
+/// The embedded state store.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Directory of the embedded database; created when missing. Default `"./data"`.
+    pub dir: PathBuf,
+    /// Memory the store may use for its page cache, e.g. `"64 MiB"`. Default `"64 MiB"`.
+    pub cache_capacity: ByteSize,
+    /// How often buffered writes are flushed to disk. Default `"500ms"`.
+    #[serde(with = "durations")]
+    pub flush_interval: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("./data"),
+            cache_capacity: ByteSize::mib(64),
+            flush_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Process logs go to stderr, access logs to stdout.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Level or filter directives, as in `RUST_LOG` (e.g. `"info,gatehouse::edge=debug"`).
+    /// Default `"info"`.
+    pub level: String,
+    /// Process log format: `"text"` or `"json"`. Default `"text"`.
+    pub format: LogFormat,
+    /// Access log format: `"combined"` (nginx's, plus request id, route, upstream and timings),
+    /// `"json"`, or `"off"`. Default `"combined"`.
+    pub access: AccessLogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+            access: AccessLogFormat::Combined,
+        }
+    }
+}
+
+/// How process logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How access logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    /// nginx's combined format with gatehouse fields appended.
+    Combined,
+    /// One JSON object per request.
+    Json,
+    /// No access log.
+    Off,
+}
+
+/// One route: which requests go to which upstream group.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in logs and metrics. Default: `route-N` (its position).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Host names this route answers; `*.example.com` matches any subdomain. Default `[]` (any host).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Path prefix; the longest matching prefix wins. Default `"/"`.
+    #[serde(default = "RouteConfig::default_path")]
+    pub path: String,
+    /// Name of the upstream group. Required.
+    pub upstream: String,
+    /// Remove the path prefix before forwarding (`/api/users` → `/users`). Default `false`.
+    #[serde(default)]
+    pub strip_prefix: bool,
+}
+
+impl RouteConfig {
+    fn default_path() -> String {
+        "/".into()
+    }
+}
+
+/// A group of interchangeable upstream servers.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Servers as `"host:port"` or `{ addr = "host:port", weight = 2 }`. Required (at least one).
+    pub servers: Vec<ServerConfig>,
+    /// `"round_robin"` (weighted), `"least_conn"` or `"hash"`. Default `"round_robin"`.
+    pub balance: Balance,
+    /// For `balance = "hash"`: `"client_ip"` or `"header:NAME"`. Default `"client_ip"`.
+    pub hash_key: String,
+    /// Time allowed to open a TCP connection to a server. Default `"3s"`.
+    #[serde(with = "durations")]
+    pub connect_timeout: Duration,
+    /// Time allowed from sending the request until the response head arrives. Default `"60s"`.
+    #[serde(with = "durations")]
+    pub response_header_timeout: Duration,
+    /// Longest pause allowed while streaming a response body. Default `"60s"`.
+    #[serde(with = "durations")]
+    pub body_idle_timeout: Duration,
+    /// Extra attempts on another server after a connect failure; only for idempotent requests
+    /// without a body. Default `1`.
+    pub retries: u32,
+    /// Open connections per worker thread to each server group. Default `512`.
+    pub max_connections: usize,
+    /// How long an idle upstream connection is kept for reuse. Default `"60s"`.
+    #[serde(with = "durations")]
+    pub keepalive: Duration,
+    /// Send the client's `Host` header upstream (`false`: the server's `host:port`). Default `true`.
+    pub preserve_host: bool,
+    /// Active health checks. Default: off (servers count as healthy).
+    pub health_check: Option<HealthCheckConfig>,
+    /// Passive ejection of servers that keep failing.
+    pub eject: EjectConfig,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            balance: Balance::RoundRobin,
+            hash_key: "client_ip".into(),
+            connect_timeout: Duration::from_secs(3),
+            response_header_timeout: Duration::from_secs(60),
+            body_idle_timeout: Duration::from_secs(60),
+            retries: 1,
+            max_connections: 512,
+            keepalive: Duration::from_secs(60),
+            preserve_host: true,
+            health_check: None,
+            eject: EjectConfig::default(),
+        }
+    }
+}
+
+/// An upstream server, either as a bare address or with a weight.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum ServerConfig {
+    /// `"host:port"`, weight 1.
+    Addr(String),
+    /// `{ addr = "host:port", weight = N }`.
+    Weighted {
+        /// `host:port`.
+        addr: String,
+        /// Share of round-robin traffic, 1 to 100. Default `1`.
+        #[serde(default = "ServerConfig::default_weight")]
+        weight: u32,
+    },
+}
+
+impl ServerConfig {
+    fn default_weight() -> u32 {
+        1
+    }
+
+    /// The `host:port` of the server.
+    pub fn addr(&self) -> &str {
+        match self {
+            Self::Addr(addr) | Self::Weighted { addr, .. } => addr,
+        }
+    }
+
+    /// The server's round-robin weight.
+    pub fn weight(&self) -> u32 {
+        match self {
+            Self::Addr(_) => 1,
+            Self::Weighted { weight, .. } => *weight,
+        }
+    }
+}
+
+/// Load-balancing strategy of an upstream group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Smooth weighted round-robin.
+    RoundRobin,
+    /// The server with the fewest requests in flight.
+    LeastConn,
+    /// Consistent hash of the client IP or a header (see `hash_key`).
+    Hash,
+}
+
+/// Active health checks: a GET to each server on an interval.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Path requested; a 2xx or 3xx answer is healthy. Default `"/health"`.
+    pub path: String,
+    /// Time between checks. Default `"5s"`.
+    #[serde(with = "durations")]
+    pub interval: Duration,
+    /// Time allowed for one check. Default `"2s"`.
+    #[serde(with = "durations")]
+    pub timeout: Duration,
+    /// Consecutive passes that bring a server back. Default `2`.
+    pub rise: u32,
+    /// Consecutive failures that take a server out. Default `3`.
+    pub fall: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            path: "/health".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// Passive ejection: servers that fail requests in a row rest for a cooldown.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EjectConfig {
+    /// Consecutive failed requests (connect errors, timeouts) that eject a server; 0 turns
+    /// ejection off. Default `3`.
+    pub failures: u32,
+    /// How long an ejected server gets no traffic. Default `"30s"`.
+    #[serde(with = "durations")]
+    pub cooldown: Duration,
+}
+
+impl Default for EjectConfig {
+    fn default() -> Self {
+        Self {
+            failures: 3,
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// PostgreSQL pooler sizing, by the reference deployment's names (`DB_POOL_*` set these).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// Server connections kept per (database, user) (`DB_POOL_SIZE`). Default `10`.
+    pub pool_size: u32,
+    /// Burst connections above `pool_size`, closed when idle (`DB_MAX_OVERFLOW`). Default `20`.
+    pub max_overflow: u32,
+    /// How long a client waits for a server connection (`DB_POOL_TIMEOUT`, seconds or `"60s"`).
+    /// Default `"60s"`.
+    #[serde(with = "durations")]
+    pub pool_timeout: Duration,
+    /// Server connections are replaced after this age (`DB_POOL_RECYCLE`). Default `"300s"`.
+    #[serde(with = "durations")]
+    pub recycle: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            pool_size: 10,
+            max_overflow: 20,
+            pool_timeout: Duration::from_secs(60),
+            recycle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Monitoring switch.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// Collect metrics and trends (`ENABLE_PERFORMANCE_MONITORING`). Default `true`.
+    pub enabled: bool,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// The shared Redis tier.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// Share cache and limits with other instances through Redis
+    /// (`HORIZONTAL_SCALING_ENABLED`). Default `false`.
+    pub enabled: bool,
+    /// `redis://` or `rediss://` URL. Default `"redis://127.0.0.1:6379"`.
+    pub url: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            url: "redis://127.0.0.1:6379".into(),
+        }
+    }
+}

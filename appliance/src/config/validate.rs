@@ -1,0 +1,369 @@
+//! Cross-field checks that serde cannot express. Pure: no files or sockets are touched here
+//! (provisioning checks such as "does the certificate parse" belong to the subsystem that uses it).
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use actix_web::http::header::HeaderName;
+use actix_web::http::uri::Authority;
+
+use super::{Balance, Config, RouteConfig, UpstreamConfig};
+
+/// One problem with a value: the key path (segments; array indexes as numbers) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `["routes", "1", "upstream"]`.
+    pub key: Vec<String>,
+    /// What is wrong, lowercase, no trailing period.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem at the dotted `key` (indexes written as numbers: `routes.1.upstream`).
+    pub fn new(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            key: key.split('.').map(str::to_string).collect(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Longest upstream weight accepted; the round-robin schedule has one slot per weight unit.
+const MAX_WEIGHT: u32 = 100;
+
+impl Config {
+    /// Every cross-field problem, in file order. Empty means valid.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        self.check_listeners(&mut problems);
+        self.check_log(&mut problems);
+        for (index, route) in self.routes.iter().enumerate() {
+            self.check_route(index, route, &mut problems);
+        }
+        check_route_overlaps(&self.routes, &mut problems);
+        for (name, upstream) in &self.upstreams {
+            check_upstream(name, upstream, &mut problems);
+        }
+        if self.pool.pool_size == 0 {
+            problems.push(Problem::new("pool.pool_size", "must be at least 1"));
+        }
+        if self.redis.enabled && !is_redis_url(&self.redis.url) {
+            problems.push(Problem::new(
+                "redis.url",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        if self.state.dir.as_os_str().is_empty() {
+            problems.push(Problem::new("state.dir", "must not be empty"));
+        }
+        problems
+    }
+
+    fn check_listeners(&self, problems: &mut Vec<Problem>) {
+        let edge = &self.edge;
+        if edge.listen.is_empty() && edge.tls.is_none() {
+            problems.push(Problem::new(
+                "edge.listen",
+                "needs an address, or configure edge.tls",
+            ));
+        }
+        if edge.workers > 512 {
+            problems.push(Problem::new(
+                "edge.workers",
+                "must be at most 512 (0 means one per CPU)",
+            ));
+        }
+        if !edge.health_path.is_empty() && !edge.health_path.starts_with('/') {
+            problems.push(Problem::new(
+                "edge.health_path",
+                "must start with / (or be empty)",
+            ));
+        }
+        for (key, value) in [
+            ("edge.keep_alive", edge.keep_alive),
+            ("edge.request_head_timeout", edge.request_head_timeout),
+        ] {
+            check_positive(key, value, problems);
+        }
+        if let Some(redirect) = &edge.redirect
+            && edge.tls.is_none()
+            && redirect.https_port.is_none()
+        {
+            problems.push(Problem::new(
+                "edge.redirect.https_port",
+                "is needed when edge.tls is not configured (where should clients go?)",
+            ));
+        }
+        if let Some(tls) = &edge.tls {
+            if tls.listen.is_empty() {
+                problems.push(Problem::new(
+                    "edge.tls.listen",
+                    "needs at least one address",
+                ));
+            }
+            check_positive("edge.tls.reload_interval", tls.reload_interval, problems);
+        }
+
+        let mut seen: HashSet<SocketAddr> = HashSet::new();
+        let tls = edge
+            .tls
+            .iter()
+            .flat_map(|t| t.listen.iter().map(|a| ("edge.tls.listen", a)));
+        let redirect = edge
+            .redirect
+            .iter()
+            .flat_map(|r| r.listen.iter().map(|a| ("edge.redirect.listen", a)));
+        let all = edge
+            .listen
+            .iter()
+            .map(|a| ("edge.listen", a))
+            .chain(tls)
+            .chain(redirect)
+            .chain(std::iter::once(("admin.listen", &self.admin.listen)));
+        // Port 0 asks the OS for any free port, so it never collides.
+        for (key, addr) in all.filter(|(_, addr)| addr.port() != 0) {
+            if !seen.insert(*addr) {
+                problems.push(Problem::new(
+                    key,
+                    format!("{addr} is used by another listener"),
+                ));
+            }
+        }
+    }
+
+    fn check_log(&self, problems: &mut Vec<Problem>) {
+        if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
+            problems.push(Problem::new("log.level", format!("invalid filter: {err}")));
+        }
+    }
+
+    fn check_route(&self, index: usize, route: &RouteConfig, problems: &mut Vec<Problem>) {
+        let key = |field: &str| format!("routes.{index}.{field}");
+        if !self.upstreams.contains_key(&route.upstream) {
+            let known: Vec<&str> = self.upstreams.keys().map(String::as_str).collect();
+            problems.push(Problem::new(
+                &key("upstream"),
+                format!(
+                    "no upstream group named {:?} (defined: {})",
+                    route.upstream,
+                    list(&known)
+                ),
+            ));
+        }
+        if !route.path.starts_with('/') {
+            problems.push(Problem::new(&key("path"), "must start with /"));
+        }
+        for (i, host) in route.hosts.iter().enumerate() {
+            if let Err(why) = check_host_pattern(host) {
+                problems.push(Problem::new(&key(&format!("hosts.{i}")), why));
+            }
+        }
+    }
+}
+
+/// Two routes with the same host and path prefix would make the second unreachable.
+fn check_route_overlaps(routes: &[RouteConfig], problems: &mut Vec<Problem>) {
+    let mut seen: HashSet<(String, &str)> = HashSet::new();
+    let mut names: BTreeSet<&str> = BTreeSet::new();
+    for (index, route) in routes.iter().enumerate() {
+        let hosts: Vec<String> = if route.hosts.is_empty() {
+            vec!["*".into()]
+        } else {
+            route.hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+        };
+        for host in hosts {
+            if !seen.insert((host.clone(), route.path.as_str())) {
+                problems.push(Problem::new(
+                    &format!("routes.{index}.path"),
+                    format!(
+                        "host {host} and path {} are already routed by an earlier route",
+                        route.path
+                    ),
+                ));
+            }
+        }
+        if let Some(name) = &route.name
+            && !names.insert(name)
+        {
+            problems.push(Problem::new(
+                &format!("routes.{index}.name"),
+                "is used by another route",
+            ));
+        }
+    }
+}
+
+fn check_upstream(name: &str, upstream: &UpstreamConfig, problems: &mut Vec<Problem>) {
+    let key = |field: &str| format!("upstreams.{name}.{field}");
+    if upstream.servers.is_empty() {
+        problems.push(Problem::new(&key("servers"), "needs at least one server"));
+    }
+    for (i, server) in upstream.servers.iter().enumerate() {
+        if let Err(why) = check_server_addr(server.addr()) {
+            problems.push(Problem::new(&key(&format!("servers.{i}")), why));
+        }
+        if !(1..=MAX_WEIGHT).contains(&server.weight()) {
+            problems.push(Problem::new(
+                &key(&format!("servers.{i}.weight")),
+                format!("must be between 1 and {MAX_WEIGHT}"),
+            ));
+        }
+    }
+    if upstream.balance == Balance::Hash
+        && let Err(why) = check_hash_key(&upstream.hash_key)
+    {
+        problems.push(Problem::new(&key("hash_key"), why));
+    }
+    for (field, value) in [
+        ("connect_timeout", upstream.connect_timeout),
+        ("response_header_timeout", upstream.response_header_timeout),
+        ("body_idle_timeout", upstream.body_idle_timeout),
+        ("keepalive", upstream.keepalive),
+    ] {
+        check_positive(&key(field), value, problems);
+    }
+    if upstream.max_connections == 0 {
+        problems.push(Problem::new(&key("max_connections"), "must be at least 1"));
+    }
+    if let Some(check) = &upstream.health_check {
+        if !check.path.starts_with('/') {
+            problems.push(Problem::new(&key("health_check.path"), "must start with /"));
+        }
+        check_positive(&key("health_check.interval"), check.interval, problems);
+        check_positive(&key("health_check.timeout"), check.timeout, problems);
+        for (field, value) in [("rise", check.rise), ("fall", check.fall)] {
+            if value == 0 {
+                problems.push(Problem::new(
+                    &key(&format!("health_check.{field}")),
+                    "must be at least 1",
+                ));
+            }
+        }
+    }
+    if upstream.eject.failures > 0 {
+        check_positive(&key("eject.cooldown"), upstream.eject.cooldown, problems);
+    }
+}
+
+fn check_positive(key: &str, value: Duration, problems: &mut Vec<Problem>) {
+    if value.is_zero() {
+        problems.push(Problem::new(key, "must be longer than zero"));
+    }
+}
+
+/// `host:port`, where host is a name, an IPv4 address or a bracketed IPv6 address.
+fn check_server_addr(addr: &str) -> Result<(), String> {
+    let authority: Authority = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not host:port"))?;
+    if authority.port_u16().is_none() {
+        return Err(format!("{addr:?} needs a port (host:port)"));
+    }
+    if authority.as_str().contains('@') {
+        return Err(format!("{addr:?} must not carry credentials"));
+    }
+    Ok(())
+}
+
+/// `example.com`, or `*.example.com` for any subdomain.
+fn check_host_pattern(host: &str) -> Result<(), String> {
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("{host:?} is not a host name or *.domain pattern"))
+    }
+}
+
+fn check_hash_key(key: &str) -> Result<(), String> {
+    if key == "client_ip" {
+        return Ok(());
+    }
+    match key.strip_prefix("header:") {
+        Some(name) if HeaderName::from_bytes(name.as_bytes()).is_ok() => Ok(()),
+        _ => Err(format!(
+            "{key:?} is neither \"client_ip\" nor \"header:NAME\""
+        )),
+    }
+}
+
+fn is_redis_url(url: &str) -> bool {
+    url.starts_with("redis://") || url.starts_with("rediss://")
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ServerConfig;
+
+    fn keys(config: &Config) -> Vec<String> {
+        config
+            .validate()
+            .into_iter()
+            .map(|p| p.key.join("."))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::default().validate(), vec![]);
+    }
+
+    #[test]
+    fn route_to_unknown_upstream_is_named() {
+        let mut config = Config::default();
+        config.routes[0].upstream = "nope".into();
+        let problems = config.validate();
+        assert_eq!(problems[0].key.join("."), "routes.0.upstream");
+        assert!(
+            problems[0].message.contains("\"nope\""),
+            "{}",
+            problems[0].message
+        );
+    }
+
+    #[test]
+    fn server_addresses_need_ports() {
+        let mut config = Config::default();
+        let app = config.upstreams.get_mut("app").unwrap();
+        app.servers = vec![
+            ServerConfig::Addr("localhost".into()),
+            ServerConfig::Addr("[::1]:80".into()),
+        ];
+        assert_eq!(keys(&config), ["upstreams.app.servers.0"]);
+    }
+
+    #[test]
+    fn duplicate_listeners_and_routes_are_refused() {
+        let mut config = Config::default();
+        config.admin.listen = config.edge.listen[0];
+        config.routes.push(config.routes[0].clone());
+        config.routes[1].name = None;
+        assert_eq!(keys(&config), ["admin.listen", "routes.1.path"]);
+    }
+
+    #[test]
+    fn hash_key_must_be_client_ip_or_header() {
+        let mut config = Config::default();
+        let app = config.upstreams.get_mut("app").unwrap();
+        app.balance = Balance::Hash;
+        app.hash_key = "header:X-User".into();
+        assert!(config.validate().is_empty());
+        config.upstreams.get_mut("app").unwrap().hash_key = "cookie".into();
+        assert_eq!(keys(&config), ["upstreams.app.hash_key"]);
+    }
+}

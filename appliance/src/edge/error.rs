@@ -1,0 +1,109 @@
+//! The one error type of the request path: where it came from, the status the client gets, and
+//! whether another server may be tried.
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
+
+/// Who is at fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The client sent something we refuse.
+    Downstream,
+    /// A server behind us failed.
+    Upstream,
+}
+
+/// What went wrong on the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EdgeError {
+    /// A request target in absolute form names another host than the `Host` header.
+    #[error("the request target names a different host than the Host header")]
+    MisdirectedTarget,
+    /// No route matches the host and path.
+    #[error("no route for this host and path")]
+    NoRoute,
+    /// Every server of the group is down, ejected or already tried.
+    #[error("no healthy upstream server is available")]
+    NoHealthyUpstream,
+    /// The TCP connection to the server failed (refused, unreachable, DNS).
+    #[error("the upstream server could not be reached")]
+    Connect,
+    /// The TCP connection to the server took longer than `connect_timeout`.
+    #[error("connecting to the upstream server timed out")]
+    ConnectTimeout,
+    /// The response head did not arrive within `response_header_timeout`.
+    #[error("the upstream server did not answer in time")]
+    ResponseTimeout,
+    /// The connection broke or the server answered something that is not HTTP, before any
+    /// response reached the client.
+    #[error("the upstream server closed the connection or sent an invalid response")]
+    BadResponse,
+}
+
+impl EdgeError {
+    /// The status the client gets.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MisdirectedTarget => StatusCode::BAD_REQUEST,
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Connect | Self::BadResponse => StatusCode::BAD_GATEWAY,
+            Self::ConnectTimeout | Self::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Who is at fault.
+    pub fn source(self) -> Source {
+        match self {
+            Self::MisdirectedTarget | Self::NoRoute => Source::Downstream,
+            _ => Source::Upstream,
+        }
+    }
+
+    /// Whether an idempotent request without a body may be sent to another server: only when
+    /// the failed server cannot have started processing it.
+    pub fn retry_safe(self) -> bool {
+        matches!(
+            self,
+            Self::Connect | Self::ConnectTimeout | Self::BadResponse
+        )
+    }
+
+    /// Whether the failure counts towards ejecting the server: it could not be reached, did not
+    /// answer in time, or broke the connection (nginx's `error` and `timeout`).
+    pub fn counts_against_server(self) -> bool {
+        matches!(
+            self,
+            Self::Connect | Self::ConnectTimeout | Self::ResponseTimeout | Self::BadResponse
+        )
+    }
+
+    /// A short plain-text answer: the status line and one sentence.
+    pub fn response(self) -> HttpResponse {
+        let status = self.status();
+        let body = format!(
+            "{} {}: {self}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("Error")
+        );
+        let mut response = HttpResponse::with_body(status, body).map_into_boxed_body();
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
+impl From<awc::error::SendRequestError> for EdgeError {
+    fn from(err: awc::error::SendRequestError) -> Self {
+        use awc::error::{ConnectError, SendRequestError};
+        match err {
+            SendRequestError::Connect(ConnectError::Timeout) => Self::ConnectTimeout,
+            SendRequestError::Connect(_) => Self::Connect,
+            SendRequestError::Timeout => Self::ResponseTimeout,
+            _ => Self::BadResponse,
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The finish phase: runs when a response body has been sent or abandoned, so it knows the real
+//! bytes sent and the whole duration. It writes the access-log line and ends the request's place
+//! in the count of requests in flight, which a graceful shutdown waits for.
+
+use std::fmt::Write as _;
+use std::future::{Future, Ready, ready};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
+use actix_web::http::header::{REFERER, USER_AGENT};
+use actix_web::{HttpMessage, HttpRequest};
+use bytes::Bytes;
+use pin_project_lite::pin_project;
+use tokio::sync::Notify;
+
+use super::EdgeState;
+use super::proxy::UpstreamOutcome;
+use crate::config::AccessLogFormat;
+use crate::telemetry;
+
+/// What the handler learned about a request, left in its extensions for this phase.
+#[derive(Debug, Default)]
+pub(crate) struct RequestNotes {
+    pub(crate) route: Option<Arc<str>>,
+    pub(crate) request_id: Option<String>,
+    pub(crate) upstream: UpstreamOutcome,
+}
+
+/// Requests in flight on the edge: from the first byte of handling to the last byte of the body.
+#[derive(Debug, Default)]
+pub struct ActiveRequests {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl ActiveRequests {
+    fn start(self: &Arc<Self>) -> ActiveRequest {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        ActiveRequest(Arc::clone(self))
+    }
+
+    /// Requests in flight now.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no request is in flight.
+    pub async fn idle(&self) {
+        loop {
+            // Created before the check, so a request ending in between still wakes us.
+            let ended = self.idle.notified();
+            if self.count() == 0 {
+                return;
+            }
+            ended.await;
+        }
+    }
+}
+
+/// One request in flight; dropping it ends the request.
+struct ActiveRequest(Arc<ActiveRequests>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The middleware: wraps every response body so the phase runs at its end.
+pub(crate) struct Finish {
+    state: Arc<EdgeState>,
+}
+
+impl Finish {
+    pub(crate) fn new(state: Arc<EdgeState>) -> Self {
+        Self { state }
+    }
+}
+
+impl<S, B> Transform<S, ServiceRequest> for Finish
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<FinishBody<B>>;
+    type Error = actix_web::Error;
+    type Transform = FinishService<S>;
+    type InitError = ();
+    type Future = Ready<Result<Self::Transform, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        ready(Ok(FinishService {
+            service: Rc::new(service),
+            state: Arc::clone(&self.state),
+        }))
+    }
+}
+
+pub(crate) struct FinishService<S> {
+    service: Rc<S>,
+    state: Arc<EdgeState>,
+}
+
+impl<S, B> Service<ServiceRequest> for FinishService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = actix_web::Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<FinishBody<B>>;
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>>>>;
+
+    actix_web::dev::forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let active = self.state.active().start();
+        let runtime = self.state.runtime();
+        let (format, enabled) = (runtime.access_log, runtime.logs_access());
+        let started = Instant::now();
+        let fut = self.service.call(req);
+        Box::pin(async move {
+            let res = fut.await?;
+            let pending = enabled.then(|| {
+                let notes = res
+                    .request()
+                    .extensions_mut()
+                    .remove::<RequestNotes>()
+                    .unwrap_or_default();
+                Entry::new(res.request(), res.status().as_u16(), notes, started, format)
+            });
+            Ok(res.map_body(|_, body| FinishBody {
+                body,
+                pending,
+                _active: active,
+            }))
+        })
+    }
+}
+
+pin_project! {
+    /// A response body that runs the finish phase when it ends or is dropped.
+    pub(crate) struct FinishBody<B> {
+        #[pin]
+        body: B,
+        pending: Option<Entry>,
+        _active: ActiveRequest,
+    }
+
+    impl<B> PinnedDrop for FinishBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(entry) = this.project().pending.take() {
+                telemetry::write_access_line(&entry.render());
+            }
+        }
+    }
+}
+
+impl<B: MessageBody> MessageBody for FinishBody<B> {
+    type Error = B::Error;
+
+    fn size(&self) -> BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, B::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_next(cx);
+        if let (Poll::Ready(Some(Ok(chunk))), Some(entry)) = (&polled, this.pending.as_mut()) {
+            entry.bytes += chunk.len() as u64;
+        }
+        polled
+    }
+}
+
+/// One request, ready to be written.
+struct Entry {
+    format: AccessLogFormat,
+    started: Instant,
+    bytes: u64,
+    client: String,
+    method: String,
+    target: String,
+    version: &'static str,
+    status: u16,
+    referer: String,
+    user_agent: String,
+    notes: RequestNotes,
+}
+
+impl Entry {
+    fn new(
+        req: &HttpRequest,
+        status: u16,
+        notes: RequestNotes,
+        started: Instant,
+        format: AccessLogFormat,
+    ) -> Self {
+        let header = |name| {
+            req.headers()
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        };
+        Self {
+            format,
+            started,
+            bytes: 0,
+            client: req
+                .peer_addr()
+                .map_or_else(|| "-".into(), |a| a.ip().to_string()),
+            method: req.method().to_string(),
+            target: req.uri().to_string(),
+            version: version_name(req.version()),
+            status,
+            referer: header(REFERER).unwrap_or_default(),
+            user_agent: header(USER_AGENT).unwrap_or_default(),
+            notes,
+        }
+    }
+
+    fn render(&self) -> String {
+        let total = self.started.elapsed();
+        match self.format {
+            AccessLogFormat::Json => self.json(total),
+            _ => self.combined(total),
+        }
+    }
+
+    /// nginx's combined format, then gatehouse's fields as key=value.
+    fn combined(&self, total: Duration) -> String {
+        let notes = &self.notes;
+        let mut line = String::with_capacity(256);
+        let _ = writeln!(
+            line,
+            "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rid={} route={} upstream={} attempts={} rt={:.3} urt={}",
+            self.client,
+            chrono::Local::now().format("%d/%b/%Y:%H:%M:%S %z"),
+            escape(&self.method),
+            escape(&self.target),
+            self.version,
+            self.status,
+            self.bytes,
+            escape(or_dash(&self.referer)),
+            escape(or_dash(&self.user_agent)),
+            notes.request_id.as_deref().unwrap_or("-"),
+            notes.route.as_deref().unwrap_or("-"),
+            notes.upstream.server.as_deref().unwrap_or("-"),
+            notes.upstream.attempts,
+            total.as_secs_f64(),
+            notes
+                .upstream
+                .header_time
+                .map_or_else(|| "-".into(), |t| format!("{:.3}", t.as_secs_f64())),
+        );
+        line
+    }
+
+    fn json(&self, total: Duration) -> String {
+        let notes = &self.notes;
+        let mut line = serde_json::json!({
+            "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "client": self.client,
+            "method": self.method,
+            "target": self.target,
+            "version": self.version,
+            "status": self.status,
+            "bytes": self.bytes,
+            "referer": self.referer,
+            "user_agent": self.user_agent,
+            "request_id": notes.request_id,
+            "route": notes.route.as_deref(),
+            "upstream": notes.upstream.server,
+            "attempts": notes.upstream.attempts,
+            "duration_ms": total.as_secs_f64() * 1000.0,
+            "upstream_header_ms": notes.upstream.header_time.map(|t| t.as_secs_f64() * 1000.0),
+        })
+        .to_string();
+        line.push('\n');
+        line
+    }
+}
+
+fn version_name(version: actix_web::http::Version) -> &'static str {
+    use actix_web::http::Version;
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        _ => "HTTP/3.0",
+    }
+}
+
+fn or_dash(value: &str) -> &str {
+    if value.is_empty() { "-" } else { value }
+}
+
+/// As nginx does: quotes, backslashes and bytes outside printable ASCII become `\xHH`, so a
+/// client cannot forge log lines.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_graphic() && byte != b'"' && byte != b'\\' || byte == b' ' {
+            out.push(byte as char);
+        } else {
+            let _ = write!(out, "\\x{byte:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_what_could_forge_a_line() {
+        assert_eq!(escape("GET /a\"b\n"), "GET /a\\x22b\\x0A");
+        assert_eq!(escape("naïve"), "na\\xC3\\xAFve");
+    }
+}

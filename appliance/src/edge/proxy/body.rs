@@ -1,0 +1,96 @@
+//! The response body streamed from an upstream to the client, chunk by chunk, never buffered.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use actix_web::body::{BodySize, MessageBody};
+use actix_web::error::PayloadError;
+use bytes::Bytes;
+use futures_util::Stream;
+use tokio::time::{Instant, Sleep};
+
+use crate::upstream::InFlight;
+
+/// Why a response body stopped early. The client sees a truncated response (actix closes the
+/// connection), which is the only honest answer once the status line has gone out.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BodyError {
+    #[error("upstream body: {0}")]
+    Upstream(#[from] PayloadError),
+    #[error("upstream body stalled for longer than {0:?}")]
+    Idle(Duration),
+}
+
+/// Streams `inner` with the upstream's length, an idle timeout between chunks, and the server's
+/// in-flight count held until the last byte (least-connections counts whole responses).
+pub(crate) struct ProxyBody<S> {
+    inner: S,
+    size: BodySize,
+    idle_timeout: Duration,
+    /// Created the first time the upstream makes us wait; most small bodies never need it.
+    idle: Option<Pin<Box<Sleep>>>,
+    /// Whether `idle` holds a deadline for the current wait.
+    armed: bool,
+    _in_flight: InFlight,
+}
+
+impl<S> ProxyBody<S> {
+    /// `length` is the upstream's `Content-Length`, when it sent one.
+    pub(crate) fn new(
+        inner: S,
+        length: Option<u64>,
+        idle_timeout: Duration,
+        in_flight: InFlight,
+    ) -> Self {
+        let size = length.map_or(BodySize::Stream, BodySize::Sized);
+        Self {
+            inner,
+            size,
+            idle_timeout,
+            idle: None,
+            armed: false,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+impl<S> MessageBody for ProxyBody<S>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
+    type Error = BodyError;
+
+    fn size(&self) -> BodySize {
+        self.size
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, BodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(chunk)) => {
+                this.armed = false;
+                Poll::Ready(Some(chunk.map_err(BodyError::from)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let deadline = Instant::now() + this.idle_timeout;
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.armed {
+                    idle.as_mut().reset(deadline);
+                    this.armed = true;
+                }
+                match idle.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle(this.idle_timeout)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}

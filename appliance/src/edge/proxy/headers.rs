@@ -1,0 +1,203 @@
+//! Header rules at the proxy boundary: hop-by-hop headers stop here (RFC 9110 §7.6.1), and the
+//! upstream learns who the client was (`X-Forwarded-*`, `Forwarded`, RFC 7239).
+
+use std::net::IpAddr;
+
+use actix_web::http::header::{
+    CONNECTION, FORWARDED, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
+
+/// Headers that describe one connection, never the message.
+const HOP_BY_HOP: [&str; 4] = [
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// `Transfer-Encoding` goes too: the sending side frames the body itself. `Content-Length` stays:
+/// actix writes it from the body size and skips the copy, except on a 304, which keeps it.
+/// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive (WebSocket handshakes).
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !(keep_upgrade && *name == UPGRADE))
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    for name in [TE, TRAILER, TRANSFER_ENCODING] {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(CONNECTION);
+        headers.remove(UPGRADE);
+    }
+}
+
+/// What the upstream is told about the original request.
+pub(crate) struct Forwarding {
+    pub(crate) client_ip: Option<IpAddr>,
+    /// `http` or `https`.
+    pub(crate) proto: &'static str,
+    /// The host the client asked for (with port, as sent): its `Host` header, or HTTP/2's
+    /// `:authority`.
+    pub(crate) host: Option<HeaderValue>,
+}
+
+/// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`
+/// (appended), and makes sure a `Host` header exists (HTTP/2 requests carry `:authority`).
+pub(crate) fn add_forwarding(headers: &mut HeaderMap, forwarding: &Forwarding) {
+    let ip = forwarding.client_ip.map(|ip| ip.to_string());
+    if let Some(ip) = &ip {
+        append_list(headers, &X_FORWARDED_FOR, ip);
+    }
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        HeaderValue::from_static(forwarding.proto),
+    );
+    let host = forwarding
+        .host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if let Some(value) = &forwarding.host {
+        headers.insert(X_FORWARDED_HOST.clone(), value.clone());
+        if !headers.contains_key(HOST) {
+            headers.insert(HOST, value.clone());
+        }
+    }
+    let node = match forwarding.client_ip {
+        Some(IpAddr::V6(v6)) => format!("\"[{v6}]\""),
+        Some(IpAddr::V4(_)) => ip.unwrap_or_default(),
+        None => "unknown".to_string(),
+    };
+    let element = format!(
+        "for={node};host={};proto={}",
+        quote_if_needed(host),
+        forwarding.proto
+    );
+    append_list(headers, &FORWARDED, &element);
+}
+
+/// Appends `item` to a comma-separated list header, merging repeated headers into one.
+fn append_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
+    let existing: Vec<&str> = headers
+        .get_all(name)
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let value = if existing.is_empty() {
+        item.to_string()
+    } else {
+        format!("{}, {item}", existing.join(", "))
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(name.clone(), value);
+    }
+}
+
+/// RFC 7239 values must be quoted unless they are tokens (a `:` in host:port is not).
+fn quote_if_needed(value: &str) -> String {
+    let token = value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if token {
+        value.to_string()
+    } else {
+        format!("\"{}\"", value.replace(['"', '\\'], ""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_listed_headers() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut headers, false);
+        let names: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["accept"]);
+    }
+
+    #[test]
+    fn keeps_upgrade_for_websockets() {
+        let mut headers = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(headers.get(UPGRADE).unwrap(), "websocket");
+        assert_eq!(headers.get(CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn appends_forwarding_headers() {
+        let mut headers = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("host", "example.com:8080"),
+        ]);
+        let forwarding = Forwarding {
+            client_ip: Some("2001:db8::1".parse().unwrap()),
+            proto: "https",
+            host: Some(HeaderValue::from_static("example.com:8080")),
+        };
+        add_forwarding(&mut headers, &forwarding);
+        assert_eq!(
+            headers.get(&X_FORWARDED_FOR).unwrap(),
+            "10.0.0.1, 2001:db8::1"
+        );
+        assert_eq!(headers.get(&X_FORWARDED_PROTO).unwrap(), "https");
+        assert_eq!(headers.get(&X_FORWARDED_HOST).unwrap(), "example.com:8080");
+        assert_eq!(
+            headers.get(FORWARDED).unwrap(),
+            "for=\"[2001:db8::1]\";host=\"example.com:8080\";proto=https"
+        );
+    }
+
+    #[test]
+    fn sets_host_for_http2_requests() {
+        let mut headers = HeaderMap::new();
+        let forwarding = Forwarding {
+            client_ip: None,
+            proto: "https",
+            host: Some(HeaderValue::from_static("a.test")),
+        };
+        add_forwarding(&mut headers, &forwarding);
+        assert_eq!(headers.get(HOST).unwrap(), "a.test");
+        assert_eq!(
+            headers.get(FORWARDED).unwrap(),
+            "for=unknown;host=a.test;proto=https"
+        );
+    }
+}

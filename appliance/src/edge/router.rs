@@ -1,0 +1,195 @@
+//! Routing: host, then the longest path prefix, to an upstream group.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix_web::http::uri::{PathAndQuery, Uri};
+
+use crate::config::RouteConfig;
+use crate::upstream::UpstreamGroup;
+
+/// The routes of one config generation, in match order.
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+/// One route, ready to match.
+pub struct Route {
+    /// Name for logs and metrics.
+    pub name: Arc<str>,
+    hosts: Vec<HostPattern>,
+    path: String,
+    strip_prefix: bool,
+    /// Where matching requests go.
+    pub group: Arc<UpstreamGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    /// `example.com` (lowercase).
+    Exact(String),
+    /// `*.example.com`, stored as `.example.com`.
+    Suffix(String),
+}
+
+impl Router {
+    /// Builds the routes of `configs` over `groups` (names were checked by config validation).
+    pub fn new(configs: &[RouteConfig], groups: &BTreeMap<String, Arc<UpstreamGroup>>) -> Self {
+        let mut routes: Vec<Route> = configs
+            .iter()
+            .enumerate()
+            .map(|(index, config)| Route {
+                name: config
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| format!("route-{index}"))
+                    .into(),
+                hosts: config.hosts.iter().map(|h| HostPattern::parse(h)).collect(),
+                path: config.path.clone(),
+                strip_prefix: config.strip_prefix,
+                group: Arc::clone(&groups[&config.upstream]),
+            })
+            .collect();
+        // Exact hosts before wildcards before any-host; then longer prefixes first. The sort is
+        // stable, so equal routes keep config order.
+        routes.sort_by_key(|route| (route.host_rank(), std::cmp::Reverse(route.path.len())));
+        Self { routes }
+    }
+
+    /// The route for `host` (without port) and `path`.
+    pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|route| route.matches_host(host) && path.starts_with(&route.path))
+    }
+}
+
+impl Route {
+    fn host_rank(&self) -> u8 {
+        if self.hosts.is_empty() {
+            2
+        } else if self
+            .hosts
+            .iter()
+            .all(|h| matches!(h, HostPattern::Exact(_)))
+        {
+            0
+        } else {
+            1
+        }
+    }
+
+    fn matches_host(&self, host: &str) -> bool {
+        self.hosts.is_empty() || self.hosts.iter().any(|pattern| pattern.matches(host))
+    }
+
+    /// The path and query to send upstream: unchanged, or without the route's prefix.
+    pub fn upstream_path(&self, uri: &Uri) -> PathAndQuery {
+        let original = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if !self.strip_prefix || self.path == "/" {
+            return original;
+        }
+        let rest = original
+            .as_str()
+            .get(self.path.trim_end_matches('/').len()..)
+            .unwrap_or("");
+        let rebuilt = if rest.starts_with('/') {
+            rest.to_string()
+        } else {
+            format!("/{rest}")
+        };
+        rebuilt.parse().unwrap_or(original)
+    }
+}
+
+impl HostPattern {
+    fn parse(pattern: &str) -> Self {
+        let lower = pattern.to_ascii_lowercase();
+        match lower.strip_prefix('*') {
+            Some(suffix) => Self::Suffix(suffix.to_string()),
+            None => Self::Exact(lower),
+        }
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            Self::Exact(name) => host.eq_ignore_ascii_case(name),
+            Self::Suffix(suffix) => {
+                host.len() > suffix.len()
+                    && host.as_bytes()[host.len() - suffix.len()..]
+                        .eq_ignore_ascii_case(suffix.as_bytes())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ServerConfig, UpstreamConfig};
+    use crate::upstream::build_groups;
+
+    fn router(routes: &[(&[&str], &str, &str, bool)]) -> Router {
+        let upstream = UpstreamConfig {
+            servers: vec![ServerConfig::Addr("127.0.0.1:1".into())],
+            ..UpstreamConfig::default()
+        };
+        let groups = build_groups(
+            &BTreeMap::from([("a".into(), upstream.clone()), ("b".into(), upstream)]),
+            &BTreeMap::new(),
+        );
+        let configs: Vec<RouteConfig> = routes
+            .iter()
+            .map(|(hosts, path, name, strip)| RouteConfig {
+                name: Some(name.to_string()),
+                hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                path: path.to_string(),
+                upstream: "a".into(),
+                strip_prefix: *strip,
+            })
+            .collect();
+        Router::new(&configs, &groups)
+    }
+
+    fn name(router: &Router, host: &str, path: &str) -> Option<String> {
+        router.find(host, path).map(|r| r.name.to_string())
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let r = router(&[(&[], "/", "root", false), (&[], "/api/", "api", false)]);
+        assert_eq!(name(&r, "x", "/api/users").as_deref(), Some("api"));
+        assert_eq!(name(&r, "x", "/apix").as_deref(), Some("root"));
+    }
+
+    #[test]
+    fn exact_hosts_beat_wildcards_beat_any() {
+        let r = router(&[
+            (&[], "/", "any", false),
+            (&["*.example.com"], "/", "wild", false),
+            (&["api.example.com"], "/", "exact", false),
+        ]);
+        assert_eq!(name(&r, "API.example.com", "/").as_deref(), Some("exact"));
+        assert_eq!(name(&r, "www.example.com", "/").as_deref(), Some("wild"));
+        assert_eq!(name(&r, "example.com", "/").as_deref(), Some("any"));
+    }
+
+    #[test]
+    fn no_match_without_catch_all() {
+        let r = router(&[(&["a.test"], "/", "a", false)]);
+        assert_eq!(name(&r, "b.test", "/"), None);
+    }
+
+    #[test]
+    fn strip_prefix_keeps_the_query() {
+        let r = router(&[(&[], "/api/", "api", true)]);
+        let route = r.find("x", "/api/users").unwrap();
+        let uri: Uri = "/api/users?id=1".parse().unwrap();
+        assert_eq!(route.upstream_path(&uri).as_str(), "/users?id=1");
+        let uri: Uri = "/api/".parse().unwrap();
+        assert_eq!(route.upstream_path(&uri).as_str(), "/");
+    }
+}

@@ -1,0 +1,24 @@
+//! Gatehouse: one binary in front of a web app and its PostgreSQL.
+//!
+//! | module | owns |
+//! |--------|------|
+//! | [`config`] | the typed config, layering, validation, error locations |
+//! | [`app`] | assembling subsystems from a config; lifecycle (start, reload, drain) |
+//! | [`edge`] | public listeners, TLS, the request phases, proxying |
+//! | [`upstream`] | upstream groups: servers, health checks, ejection, balancing, pools |
+//! | [`store`] | the embedded state store behind a narrow trait |
+//! | [`monitor`] | health reports (later metrics, trends, alerts) |
+//! | [`telemetry`] | process and access logs |
+//!
+//! `main.rs` only parses the CLI and calls [`App`]; tests start the same [`App`] on port 0.
+
+mod admin;
+pub mod app;
+pub mod config;
+pub mod edge;
+pub mod monitor;
+pub mod store;
+pub mod telemetry;
+pub mod upstream;
+
+pub use app::{App, AppError, RunningApp};

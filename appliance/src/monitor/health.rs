@@ -1,0 +1,197 @@
+//! Health: liveness (`/health`), a detailed report (`/healthz`) and readiness (`/readyz`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::edge::EdgeState;
+use crate::edge::tls::CertResolver;
+use crate::store::{Store, StoreReport};
+use crate::upstream::GroupStatus;
+
+/// Overall verdict, ordered from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Everything works.
+    Ok,
+    /// Serving, with something to look at (a server down, a group empty).
+    Degraded,
+    /// Cannot serve properly.
+    Down,
+}
+
+/// The addresses gatehouse listens on.
+#[derive(Debug, Clone, Serialize)]
+pub struct BoundAddrs {
+    /// Plain HTTP edge listeners.
+    pub edge: Vec<SocketAddr>,
+    /// TLS edge listeners.
+    pub tls: Vec<SocketAddr>,
+    /// HTTP → HTTPS redirect listeners.
+    pub redirect: Vec<SocketAddr>,
+    /// The admin listener.
+    pub admin: SocketAddr,
+}
+
+/// What the health endpoints look at.
+pub struct HealthSources {
+    pub(crate) edge: Arc<EdgeState>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) tls: Option<Arc<CertResolver>>,
+    pub(crate) addrs: BoundAddrs,
+    pub(crate) started: Instant,
+}
+
+/// The `/healthz` document.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Worst of the checks.
+    pub status: Status,
+    /// Gatehouse version.
+    pub version: &'static str,
+    /// Seconds since start.
+    pub uptime_seconds: u64,
+    /// Each subsystem.
+    pub checks: Checks,
+}
+
+/// One entry per subsystem.
+#[derive(Debug, Serialize)]
+pub struct Checks {
+    /// Listeners are bound (they are, once serving).
+    pub listeners: Check<BoundAddrs>,
+    /// The state store answers a write and a read.
+    pub store: Check<Option<StoreReport>>,
+    /// Upstream groups and their servers.
+    pub upstreams: Check<BTreeMap<String, GroupStatus>>,
+    /// The TLS certificate, when TLS is on.
+    pub tls: Option<Check<TlsDetail>>,
+}
+
+/// A subsystem's verdict with its details.
+#[derive(Debug, Serialize)]
+pub struct Check<T> {
+    /// Verdict.
+    pub status: Status,
+    /// Why, when not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What the subsystem reports.
+    pub detail: T,
+}
+
+/// The certificate being served.
+#[derive(Debug, Serialize)]
+pub struct TlsDetail {
+    /// Certificates in the chain served.
+    pub chain_length: usize,
+}
+
+impl HealthSources {
+    /// The full report.
+    pub fn report(&self) -> Report {
+        let store = match self.store.probe() {
+            Ok(report) => Check {
+                status: Status::Ok,
+                error: None,
+                detail: Some(report),
+            },
+            Err(err) => Check {
+                status: Status::Down,
+                error: Some(err.to_string()),
+                detail: None,
+            },
+        };
+        let runtime = self.edge.runtime();
+        let groups: BTreeMap<String, GroupStatus> = runtime
+            .groups
+            .iter()
+            .map(|(name, group)| (name.clone(), group.status()))
+            .collect();
+        let upstreams = upstream_check(groups);
+        let tls = self.tls.as_ref().map(|resolver| Check {
+            status: Status::Ok,
+            error: None,
+            detail: TlsDetail {
+                chain_length: resolver.current().cert.len(),
+            },
+        });
+        let listeners = Check {
+            status: Status::Ok,
+            error: None,
+            detail: self.addrs.clone(),
+        };
+        let status = [
+            Some(listeners.status),
+            Some(store.status),
+            Some(upstreams.status),
+            tls.as_ref().map(|t| t.status),
+        ]
+        .into_iter()
+        .flatten()
+        .max_by_key(|s| *s as u8)
+        .unwrap_or(Status::Ok);
+        Report {
+            status,
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            checks: Checks {
+                listeners,
+                store,
+                upstreams,
+                tls,
+            },
+        }
+    }
+
+    /// Ready when the listeners are bound, the store works and at least one upstream server can
+    /// take traffic. Returns the verdict and the reasons it is not ready.
+    pub fn readiness(&self) -> (bool, Vec<String>) {
+        let mut reasons = Vec::new();
+        if let Err(err) = self.store.probe() {
+            reasons.push(format!("state store: {err}"));
+        }
+        let runtime = self.edge.runtime();
+        if !runtime.groups.is_empty() && !runtime.groups.values().any(|g| g.any_available()) {
+            reasons.push("no upstream server is available".to_string());
+        }
+        (reasons.is_empty(), reasons)
+    }
+}
+
+/// Down when no server of any group is available; degraded when some server or group is out.
+fn upstream_check(groups: BTreeMap<String, GroupStatus>) -> Check<BTreeMap<String, GroupStatus>> {
+    let total: usize = groups.values().map(|g| g.servers.len()).sum();
+    let available: usize = groups.values().map(|g| g.available).sum();
+    let (status, error) = if total > 0 && available == 0 {
+        (
+            Status::Down,
+            Some("no upstream server is available".to_string()),
+        )
+    } else if available < total {
+        let out: Vec<String> = groups
+            .iter()
+            .flat_map(|(name, g)| {
+                g.servers
+                    .iter()
+                    .filter(|s| !s.available)
+                    .map(move |s| format!("{name}/{}", s.addr))
+            })
+            .collect();
+        (
+            Status::Degraded,
+            Some(format!("out of rotation: {}", out.join(", "))),
+        )
+    } else {
+        (Status::Ok, None)
+    };
+    Check {
+        status,
+        error,
+        detail: groups,
+    }
+}

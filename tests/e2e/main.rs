@@ -1,0 +1,15 @@
+//! End-to-end tests: the real App started in-process on port 0 (or the real binary), in front of
+//! real upstream servers.
+
+// The harness is one binary: `pub` in support/ means "for the test modules", never an API.
+#![allow(unreachable_pub)]
+
+mod support;
+
+mod balancing;
+mod config;
+mod lifecycle;
+mod malformed;
+mod proxy;
+mod timeouts;
+mod tls;

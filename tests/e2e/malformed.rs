@@ -1,0 +1,96 @@
+//! Malformed and hostile requests get a clear status and never reach the upstream.
+
+use std::time::Duration;
+
+use crate::support::{Gatehouse, Upstream, raw_exchange, status_of};
+
+async fn setup() -> (Upstream, Gatehouse) {
+    let upstream = Upstream::start("a").await;
+    let gatehouse = Gatehouse::start(&format!(
+        "[upstreams.app]\nservers = [\"{}\"]\n",
+        upstream.addr
+    ));
+    (upstream, gatehouse)
+}
+
+async fn send(gatehouse: &Gatehouse, request: &[u8]) -> String {
+    raw_exchange(gatehouse.edge_addr(), request, Duration::from_secs(3)).await
+}
+
+#[tokio::test]
+async fn bad_header_bytes_are_400() {
+    let (upstream, gatehouse) = setup().await;
+    for request in [
+        &b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n"[..],
+        &b"GET / HTTP/1.1\r\nHost: a\r\nX-Nul: a\x00b\r\n\r\n"[..],
+        &b"GET / HTTP/1.1\r\nHost: a\r\nX-Ctl: a\x07b\r\n\r\n"[..],
+        &b"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+    ] {
+        let response = send(&gatehouse, request).await;
+        assert_eq!(
+            status_of(&response),
+            400,
+            "{:?} -> {response}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    assert_eq!(upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn oversized_headers_are_431() {
+    let (upstream, gatehouse) = setup().await;
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200 * 1024)
+    );
+    assert_eq!(status_of(&send(&gatehouse, huge.as_bytes()).await), 431);
+    let many: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n");
+    assert_eq!(status_of(&send(&gatehouse, many.as_bytes()).await), 431);
+    assert_eq!(upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn conflicting_lengths_are_400() {
+    let (upstream, gatehouse) = setup().await;
+    for request in [
+        &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        &b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"[..],
+        &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"[..],
+        &b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"[..],
+        &b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+        &b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\nhello"[..],
+    ] {
+        let response = send(&gatehouse, request).await;
+        assert_eq!(status_of(&response), 400, "{:?} -> {response}", String::from_utf8_lossy(request));
+    }
+    assert_eq!(upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn absolute_form_for_a_foreign_host_is_refused() {
+    let (upstream, gatehouse) = setup().await;
+    let foreign = send(
+        &gatehouse,
+        b"GET http://evil.test/steal HTTP/1.1\r\nHost: good.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&foreign), 400, "{foreign}");
+    assert!(
+        foreign.contains("different host than the Host header"),
+        "{foreign}"
+    );
+    assert_eq!(upstream.hits(), 0);
+    let same = send(
+        &gatehouse,
+        b"GET http://good.test/ok HTTP/1.1\r\nHost: good.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&same), 200, "{same}");
+    assert!(
+        same.ends_with("a GET /ok"),
+        "the upstream gets origin-form: {same}"
+    );
+}

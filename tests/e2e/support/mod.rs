@@ -1,0 +1,317 @@
+//! Test harness: start the real App from TOML (in-process, port 0) or the real binary, real
+//! upstream servers, a test CA, and small clients.
+
+pub mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use gatehouse::config::{ConfigError, load_from};
+use gatehouse::{App, RunningApp};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use toml_edit::{DocumentMut, Item, value};
+
+pub use upstream::{Upstream, digest, pattern};
+
+/// Waits until `check` holds, polling; fails the test with `what` after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not true within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A gatehouse started in-process from a TOML config file written to a temp dir.
+pub struct Gatehouse {
+    app: Option<RunningApp>,
+    /// The config file (tests rewrite it to test reloads).
+    pub config_path: PathBuf,
+    /// Holds the config file and the state dir.
+    pub dir: TempDir,
+}
+
+impl Gatehouse {
+    /// Starts with `toml`, filling in test defaults where it is silent: listeners on
+    /// 127.0.0.1:0, one worker, a fresh state dir.
+    pub fn start(toml: &str) -> Self {
+        Self::try_start(toml).unwrap_or_else(|err| panic!("gatehouse did not start: {err}"))
+    }
+
+    /// Like [`Gatehouse::start`], returning the error.
+    pub fn try_start(toml: &str) -> Result<Self, gatehouse::AppError> {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("gatehouse.toml");
+        std::fs::write(&config_path, with_test_defaults(toml, dir.path())).unwrap();
+        let loaded = load_from(Some(&config_path), Vec::new())?;
+        let app = App::new(loaded).start()?;
+        Ok(Self {
+            app: Some(app),
+            config_path,
+            dir,
+        })
+    }
+
+    fn app(&self) -> &RunningApp {
+        self.app.as_ref().expect("running")
+    }
+
+    /// `http://` URL of the first plain edge listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app().addrs().edge[0])
+    }
+
+    /// The first plain edge listener.
+    pub fn edge_addr(&self) -> SocketAddr {
+        self.app().addrs().edge[0]
+    }
+
+    /// The first TLS listener.
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.app().addrs().tls[0]
+    }
+
+    /// The first redirect listener.
+    pub fn redirect_addr(&self) -> SocketAddr {
+        self.app().addrs().redirect[0]
+    }
+
+    /// `http://` URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app().addrs().admin)
+    }
+
+    /// Rewrites the config file (with test defaults, keeping ports as bound) and reloads.
+    pub fn reload_with(&self, toml: &str) -> Result<(), ConfigError> {
+        let addrs = self.app().addrs().clone();
+        let mut doc: DocumentMut = with_test_defaults(toml, self.dir.path()).parse().unwrap();
+        doc["edge"]["listen"] = value(toml_edit::Array::from_iter(
+            addrs.edge.iter().map(|a| a.to_string()),
+        ));
+        doc["admin"]["listen"] = value(addrs.admin.to_string());
+        std::fs::write(&self.config_path, doc.to_string()).unwrap();
+        self.app().reload()
+    }
+
+    /// Starts a graceful shutdown without waiting for it.
+    pub fn begin_shutdown(&self) {
+        self.app().begin_shutdown();
+    }
+
+    /// Waits until gatehouse has stopped.
+    pub fn wait(mut self) {
+        if let Some(app) = self.app.take() {
+            app.wait();
+        }
+    }
+}
+
+/// Adds the test defaults to `toml` where it does not set them.
+fn with_test_defaults(toml: &str, dir: &Path) -> String {
+    let mut doc: DocumentMut = toml.parse().expect("test config is TOML");
+    let mut set_default = |table: &str, key: &str, item: Item| {
+        if doc.get(table).is_none() {
+            doc[table] = toml_edit::table();
+        }
+        if doc[table].get(key).is_none() {
+            doc[table][key] = item;
+        }
+    };
+    set_default(
+        "edge",
+        "listen",
+        value(toml_edit::Array::from_iter(["127.0.0.1:0"])),
+    );
+    set_default("edge", "workers", value(1));
+    set_default("admin", "listen", value("127.0.0.1:0"));
+    set_default(
+        "state",
+        "dir",
+        value(dir.join("state").display().to_string()),
+    );
+    doc.to_string()
+}
+
+/// An HTTP client that never uses a proxy and trusts `ca` when given.
+pub fn client(ca: Option<&TestCa>) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30));
+    if let Some(ca) = ca {
+        builder =
+            builder.tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()]);
+    }
+    builder.build().unwrap()
+}
+
+/// Sends raw bytes to `addr` and returns everything read until the server closes or `wait`
+/// passes: for requests no well-behaved client would send.
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of a raw HTTP response.
+pub fn status_of(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A throwaway certificate authority.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The CA certificate, PEM.
+    pub pem: String,
+}
+
+impl TestCa {
+    /// A new CA.
+    pub fn new() -> Self {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "gatehouse test CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Self {
+            pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf certificate for `localhost` and `127.0.0.1`, written as `NAME.crt` and `NAME.key`
+    /// in `dir`; returns the two paths and the certificate's DER.
+    pub fn issue(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf, Vec<u8>) {
+        let params =
+            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let (cert_path, key_path) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path, cert.der().to_vec())
+    }
+}
+
+/// A free loopback port (bound, then released) for tests of the binary, which cannot report a
+/// port 0 back.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real `gatehouse` binary running as a child process, with its output collected.
+pub struct Process {
+    child: tokio::process::Child,
+    /// Lines written to stdout (access log).
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Lines written to stderr (process log).
+    pub stderr: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The tasks collecting the two pipes; they end at EOF.
+    readers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Process {
+    /// Runs `gatehouse ARGS` in `cwd` with only `env` added to a clean environment.
+    pub fn spawn(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn gatehouse");
+        let collect = |pipe: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+            let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = std::sync::Arc::clone(&lines);
+            let reader = tokio::spawn(async move {
+                let mut reader = tokio::io::BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = reader.next_line().await {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+            (lines, reader)
+        };
+        let (stdout, out_reader) = collect(Box::new(child.stdout.take().unwrap()));
+        let (stderr, err_reader) = collect(Box::new(child.stderr.take().unwrap()));
+        Self {
+            child,
+            stdout,
+            stderr,
+            readers: vec![out_reader, err_reader],
+        }
+    }
+
+    /// Waits until a stderr line contains `needle`.
+    pub async fn wait_for_log(&self, needle: &str) {
+        eventually(
+            Duration::from_secs(20),
+            &format!("log line containing {needle:?}"),
+            || async {
+                self.stderr
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|line| line.contains(needle))
+            },
+        )
+        .await;
+    }
+
+    /// Sends a signal by name (TERM, HUP, ...).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and its output to be collected; returns its exit code.
+    pub async fn exit_code(&mut self) -> Option<i32> {
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("gatehouse did not exit");
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        status.unwrap().code()
+    }
+
+    /// Everything written to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+}

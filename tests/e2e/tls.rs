@@ -1,0 +1,334 @@
+//! TLS: a test CA, HTTP/2 by ALPN, TLS versions, certificate reload under a live connection,
+//! and the HTTP → HTTPS redirect.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::support::{Gatehouse, TestCa, Upstream, digest, eventually, raw_exchange, status_of};
+
+fn tls_config(
+    upstream: &Upstream,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    extra: &str,
+) -> String {
+    format!(
+        "[edge.tls]\nlisten = [\"127.0.0.1:0\"]\ncert = \"{}\"\nkey = \"{}\"\n{extra}\n[upstreams.app]\nservers = [\"{}\"]\n",
+        cert.display(),
+        key.display(),
+        upstream.addr
+    )
+}
+
+fn https_client(ca: &TestCa, addr: SocketAddr) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap()])
+        .resolve("localhost", addr)
+}
+
+#[tokio::test]
+async fn https_serves_http2_and_http1_with_the_test_ca() {
+    let upstream = Upstream::start("a").await;
+    let ca = TestCa::new();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, _) = ca.issue(certs.path(), "leaf");
+    let gatehouse = Gatehouse::start(&tls_config(&upstream, &cert, &key, ""));
+    let url = format!("https://localhost:{}/headers", gatehouse.tls_addr().port());
+
+    let h2 = https_client(&ca, gatehouse.tls_addr())
+        .build()
+        .unwrap()
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        h2.version(),
+        reqwest::Version::HTTP_2,
+        "ALPN must select h2"
+    );
+    let seen: serde_json::Value = h2.json().await.unwrap();
+    assert_eq!(seen["headers"]["x-forwarded-proto"][0], "https");
+    assert_eq!(
+        seen["headers"]["host"][0],
+        format!("localhost:{}", gatehouse.tls_addr().port()),
+        "h2 :authority becomes Host"
+    );
+
+    let h1 = https_client(&ca, gatehouse.tls_addr())
+        .http1_only()
+        .build()
+        .unwrap()
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h1.version(), reqwest::Version::HTTP_11);
+    assert_eq!(h1.status(), 200);
+
+    let untrusting = reqwest::Client::builder()
+        .no_proxy()
+        .resolve("localhost", gatehouse.tls_addr())
+        .build()
+        .unwrap();
+    assert!(
+        untrusting.get(&url).send().await.is_err(),
+        "a client without the test CA must refuse the certificate"
+    );
+}
+
+/// An HTTP/2 request body without Content-Length still streams to the upstream.
+#[tokio::test]
+async fn http2_request_bodies_reach_the_upstream() {
+    let upstream = Upstream::start("a").await;
+    let ca = TestCa::new();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, _) = ca.issue(certs.path(), "leaf");
+    let gatehouse = Gatehouse::start(&tls_config(&upstream, &cert, &key, ""));
+    let url = format!("https://localhost:{}/digest", gatehouse.tls_addr().port());
+    let chunks: Vec<Vec<u8>> = (0..20).map(|i| vec![i as u8; 10_000]).collect();
+    let expected = format!("200000 {}", chunks.iter().fold(0, |h, c| digest(c, h)));
+    let chunks = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+    let response = https_client(&ca, gatehouse.tls_addr())
+        .build()
+        .unwrap()
+        .post(&url)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.text().await.unwrap(), expected);
+}
+
+async fn connect(
+    addr: SocketAddr,
+    ca: &TestCa,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<TlsStream<TcpStream>, std::io::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca.pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(addr).await?;
+    TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+fn leaf_of(stream: &TlsStream<TcpStream>) -> Vec<u8> {
+    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// One keep-alive HTTP/1.1 exchange on an open TLS connection.
+async fn get_over(stream: &mut TlsStream<TcpStream>, path: &str) -> String {
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    loop {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return body.to_string();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn only_tls_1_2_and_1_3_are_offered() {
+    let upstream = Upstream::start("a").await;
+    let ca = TestCa::new();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, _) = ca.issue(certs.path(), "leaf");
+    let gatehouse = Gatehouse::start(&tls_config(&upstream, &cert, &key, ""));
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let mut stream = connect(gatehouse.tls_addr(), &ca, &[version])
+            .await
+            .expect("handshake");
+        assert_eq!(stream.get_ref().1.protocol_version(), Some(version.version));
+        assert_eq!(get_over(&mut stream, "/who").await, "a GET /who");
+    }
+    // A client that offers nothing newer than TLS 1.0 gets an alert, not a ServerHello.
+    let answer = raw_exchange(
+        gatehouse.tls_addr(),
+        &tls10_client_hello(),
+        Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(
+        answer.as_bytes().first(),
+        Some(&0x15),
+        "expected a TLS alert record, got {answer:?}"
+    );
+}
+
+/// A minimal TLS 1.0 ClientHello: one cipher suite, no extensions.
+fn tls10_client_hello() -> Vec<u8> {
+    let mut hello = vec![0x03, 0x01];
+    hello.extend_from_slice(&[7u8; 32]); // random
+    hello.extend_from_slice(&[0x00, 0x00, 0x02, 0x00, 0x2f, 0x01, 0x00]); // no session, AES128-SHA, null compression
+    let mut handshake = vec![0x01, 0x00, 0x00, hello.len() as u8];
+    handshake.extend(hello);
+    let mut record = vec![0x16, 0x03, 0x01, 0x00, handshake.len() as u8];
+    record.extend(handshake);
+    record
+}
+
+#[tokio::test]
+async fn certificate_reloads_without_dropping_connections() {
+    let upstream = Upstream::start("a").await;
+    let ca = TestCa::new();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, first) = ca.issue(certs.path(), "live");
+    let gatehouse = Gatehouse::start(&tls_config(
+        &upstream,
+        &cert,
+        &key,
+        "reload_interval = \"100ms\"",
+    ));
+    let versions = [&rustls::version::TLS13];
+
+    let mut held = connect(gatehouse.tls_addr(), &ca, &versions).await.unwrap();
+    assert_eq!(leaf_of(&held), first);
+    assert_eq!(get_over(&mut held, "/who").await, "a GET /who");
+
+    // Replace the files in place, as certbot or an operator would: the poller picks them up.
+    let (new_cert, new_key, second) = ca.issue(certs.path(), "next");
+    std::fs::copy(&new_key, &key).unwrap();
+    std::fs::copy(&new_cert, &cert).unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "new handshakes get the new certificate",
+        || async {
+            leaf_of(&connect(gatehouse.tls_addr(), &ca, &versions).await.unwrap()) == second
+        },
+    )
+    .await;
+    assert_eq!(
+        get_over(&mut held, "/who").await,
+        "a GET /who",
+        "the held connection still works"
+    );
+
+    // A reload (what SIGHUP does) with a broken key keeps the old certificate and says why.
+    std::fs::write(&key, "not a key").unwrap();
+    let err = gatehouse
+        .reload_with(&tls_config(&upstream, &cert, &key, ""))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("edge.tls.key") && err.contains("private key"),
+        "{err}"
+    );
+    assert_eq!(
+        leaf_of(&connect(gatehouse.tls_addr(), &ca, &versions).await.unwrap()),
+        second
+    );
+    assert_eq!(get_over(&mut held, "/who").await, "a GET /who");
+}
+
+#[tokio::test]
+async fn redirect_listener_sends_clients_to_https() {
+    let upstream = Upstream::start("a").await;
+    let ca = TestCa::new();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, _) = ca.issue(certs.path(), "leaf");
+    let gatehouse = Gatehouse::start(&tls_config(
+        &upstream,
+        &cert,
+        &key,
+        "[edge.redirect]\nlisten = [\"127.0.0.1:0\"]\n",
+    ));
+    let response = raw_exchange(
+        gatehouse.redirect_addr(),
+        b"POST /login?next=/home HTTP/1.1\r\nHost: example.test:8080\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(status_of(&response), 308, "{response}");
+    let location = format!(
+        "location: https://example.test:{}/login?next=/home",
+        gatehouse.tls_addr().port()
+    );
+    assert!(
+        response.to_ascii_lowercase().contains(&location),
+        "{response}"
+    );
+    assert_eq!(upstream.hits(), 0);
+}
+
+/// actix's graceful stop alone waits for idle HTTP/2 connections until the deadline; gatehouse
+/// stops once the requests in flight are done.
+#[tokio::test]
+async fn idle_http2_connections_do_not_hold_a_shutdown() {
+    let upstream = Upstream::start("a").await;
+    let ca = TestCa::new();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, _) = ca.issue(certs.path(), "leaf");
+    let gatehouse = Gatehouse::start(&tls_config(&upstream, &cert, &key, "").replace(
+        "[edge.tls]",
+        "[edge]\ndrain_timeout = \"30s\"\n\n[edge.tls]",
+    ));
+    let client = https_client(&ca, gatehouse.tls_addr()).build().unwrap();
+    let base = format!("https://localhost:{}", gatehouse.tls_addr().port());
+    let warm = client.get(format!("{base}/who")).send().await.unwrap();
+    assert_eq!(warm.version(), reqwest::Version::HTTP_2);
+    let slow = tokio::spawn(client.get(format!("{base}/slow?ms=1000")).send());
+    eventually(
+        Duration::from_secs(5),
+        "the slow request reached the upstream",
+        || async { upstream.hits() == 2 },
+    )
+    .await;
+
+    let started = std::time::Instant::now();
+    gatehouse.begin_shutdown();
+    let response = slow
+        .await
+        .unwrap()
+        .expect("the in-flight request finishes during the drain");
+    assert_eq!(response.text().await.unwrap(), "slow done");
+    tokio::task::spawn_blocking(move || gatehouse.wait())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "shutdown waited {:?} for an idle connection",
+        started.elapsed()
+    );
+    drop(client);
+}
