@@ -47,6 +47,36 @@ async fn shutdown_lets_in_flight_requests_finish() {
 }
 
 #[tokio::test]
+async fn the_drain_deadline_cuts_requests_that_run_too_long() {
+    let upstream = Upstream::start("a").await;
+    let gatehouse = Gatehouse::start(&format!(
+        "[edge]\ndrain_timeout = \"1s\"\n[upstreams.app]\nservers = [\"{}\"]\n",
+        upstream.addr
+    ));
+    let too_slow = tokio::spawn(client(None).get(gatehouse.url("/slow?ms=20000")).send());
+    eventually(
+        Duration::from_secs(5),
+        "the slow request reached the upstream",
+        || async { upstream.hits() == 1 },
+    )
+    .await;
+    let started = Instant::now();
+    gatehouse.begin_shutdown();
+    tokio::task::spawn_blocking(move || gatehouse.wait())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped after {:?}, deadline 1s",
+        started.elapsed()
+    );
+    assert!(
+        too_slow.await.unwrap().is_err(),
+        "the unfinished request is cut at the deadline"
+    );
+}
+
+#[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
     let upstream = Upstream::start("a").await;
     let dir = tempfile::tempdir().unwrap();

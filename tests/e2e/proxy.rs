@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Gatehouse, Upstream, client, digest, eventually, pattern};
+use crate::support::{Gatehouse, Scripted, Upstream, client, digest, eventually, pattern};
 
 fn one_upstream(upstream: &Upstream) -> String {
     format!("[upstreams.app]\nservers = [\"{}\"]\n", upstream.addr)
@@ -269,6 +269,36 @@ async fn head_and_no_content_keep_their_framing() {
         .unwrap();
     assert_eq!(no_content.status(), 204);
     assert!(no_content.bytes().await.unwrap().is_empty());
+}
+
+/// A 304 declares the length of the resource but carries no body (RFC 9110 §15.4.5): the client
+/// gets the header without waiting for a body, and the next requests still work. (actix-http's
+/// client would wait for those bytes, so gatehouse closes such an upstream connection rather than
+/// reuse it: one reconnect, never a desynchronised connection.)
+#[tokio::test]
+async fn not_modified_keeps_its_length_and_the_connection() {
+    let upstream = Scripted::start(
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1000\r\nETag: \"v1\"\r\n\r\n",
+    )
+    .await;
+    let gatehouse = Gatehouse::start(&format!(
+        "[upstreams.app]\nservers = [\"{}\"]\n",
+        upstream.addr
+    ));
+    let http = client(None);
+    for _ in 0..3 {
+        let response = http
+            .get(gatehouse.url("/page"))
+            .header("if-none-match", "\"v1\"")
+            .send();
+        let response = tokio::time::timeout(Duration::from_secs(5), response)
+            .await
+            .expect("no hang")
+            .unwrap();
+        assert_eq!(response.status(), 304);
+        assert_eq!(response.headers()["content-length"], "1000");
+        assert!(response.bytes().await.unwrap().is_empty());
+    }
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@ impl RequestIds {
     }
 
     /// The id of a request with these headers.
-    pub(crate) fn for_request(&self, headers: &HeaderMap) -> HeaderValue {
+    pub fn for_request(&self, headers: &HeaderMap) -> HeaderValue {
         if let Some(given) = headers.get(&X_REQUEST_ID)
             && is_sane(given)
         {

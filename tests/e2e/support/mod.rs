@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use toml_edit::{DocumentMut, Item, value};
 
-pub use upstream::{Upstream, digest, pattern};
+pub use upstream::{Scripted, Upstream, digest, pattern};
 
 /// Waits until `check` holds, polling; fails the test with `what` after `within`.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)

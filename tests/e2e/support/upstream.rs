@@ -235,6 +235,13 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             response
         }
         "/ws" => websocket(req),
+        "/not-modified" => {
+            let mut response = text(StatusCode::NOT_MODIFIED, String::new());
+            response
+                .headers_mut()
+                .insert("content-length", "1000".parse().unwrap());
+            response
+        }
         _ if path.starts_with("/status/") => {
             let code = path["/status/".len()..].parse().unwrap_or(500);
             text(
@@ -313,4 +320,50 @@ fn websocket(mut req: Request<Incoming>) -> Response<Body> {
         derive_accept_key(key.as_bytes()).parse().unwrap(),
     );
     response
+}
+
+/// An upstream that answers every request with the same raw bytes, keeping the connection open:
+/// for answers hyper would never send (e.g. a 304 with a `Content-Length`).
+pub struct Scripted {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    server: JoinHandle<()>,
+}
+
+impl Scripted {
+    /// Starts answering with `response` on a free loopback port.
+    pub async fn start(response: &'static [u8]) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut tasks = JoinSet::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tasks.spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n) = socket.read(&mut chunk).await {
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        // One answer per complete request head (the requests here have no body).
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            if socket.write_all(response).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, server }
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
 }

@@ -158,12 +158,7 @@ pub(crate) async fn forward(
         match result {
             Ok(response) => {
                 outcome.header_time = Some(started.elapsed());
-                return Ok(into_response(
-                    response,
-                    req.method(),
-                    config.body_idle_timeout,
-                    in_flight,
-                ));
+                return Ok(into_response(response, config.body_idle_timeout, in_flight));
             }
             Err(err) if retryable && err.retry_safe() && !last => continue,
             Err(err) => return Err(err),
@@ -235,7 +230,6 @@ fn is_idempotent(method: &Method) -> bool {
 /// its body streamed with the upstream's length.
 fn into_response(
     response: awc::ClientResponse,
-    method: &Method,
     idle_timeout: Duration,
     in_flight: crate::upstream::InFlight,
 ) -> HttpResponse<UpstreamBody> {
@@ -246,26 +240,25 @@ fn into_response(
         payload
     });
     strip_hop_by_hop(&mut headers, false);
-    let length = body_length(&headers, status, method);
+    let length = body_length(&headers, status);
     let body = ProxyBody::new(response, length, idle_timeout, in_flight);
     let mut out = HttpResponse::with_body(status, EitherBody::left(body));
     *out.headers_mut() = headers;
     out
 }
 
-/// The response body's length, when the upstream framed it with `Content-Length`.
-fn body_length(headers: &HeaderMap, status: StatusCode, method: &Method) -> Option<u64> {
-    if status == StatusCode::NO_CONTENT || status.is_informational() {
+/// The response body's length, when the upstream framed it with `Content-Length`. Responses
+/// that never carry a body (1xx, 204, 304) are empty whatever they declare; a 304 keeps its
+/// declared `Content-Length` header, as RFC 9110 allows. A HEAD answer declares the GET's length
+/// and carries no bytes: actix writes that length and sends no body for HEAD.
+fn body_length(headers: &HeaderMap, status: StatusCode) -> Option<u64> {
+    if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
         return Some(0);
     }
-    let declared = headers
+    headers
         .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.trim().parse().ok());
-    // A HEAD answer declares the GET's length but carries no bytes; actix writes the header from
-    // this size and sends no body for HEAD.
-    if *method == Method::HEAD {
-        declared.or(Some(0))
-    } else {
-        declared
-    }
+        .and_then(|v| v.to_str().ok()?.trim().parse().ok())
 }
