@@ -62,6 +62,7 @@ pub(crate) struct Forwarding {
 /// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`
 /// (appended), and makes sure a `Host` header exists (HTTP/2 requests carry `:authority`).
 pub(crate) fn add_forwarding(headers: &mut HeaderMap, forwarding: &Forwarding) {
+    // Built with push_str, not format!: this runs for every proxied request.
     let ip = forwarding.client_ip.map(|ip| ip.to_string());
     if let Some(ip) = &ip {
         append_list(headers, &X_FORWARDED_FOR, ip);
@@ -70,55 +71,60 @@ pub(crate) fn add_forwarding(headers: &mut HeaderMap, forwarding: &Forwarding) {
         X_FORWARDED_PROTO.clone(),
         HeaderValue::from_static(forwarding.proto),
     );
-    let host = forwarding
-        .host
-        .as_ref()
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
     if let Some(value) = &forwarding.host {
         headers.insert(X_FORWARDED_HOST.clone(), value.clone());
         if !headers.contains_key(HOST) {
             headers.insert(HOST, value.clone());
         }
     }
-    let node = match forwarding.client_ip {
-        Some(IpAddr::V6(v6)) => format!("\"[{v6}]\""),
-        Some(IpAddr::V4(_)) => ip.unwrap_or_default(),
-        None => "unknown".to_string(),
-    };
-    let element = format!(
-        "for={node};host={};proto={}",
-        quote_if_needed(host),
-        forwarding.proto
-    );
+    let mut element = String::with_capacity(64);
+    element.push_str("for=");
+    match (forwarding.client_ip, &ip) {
+        (Some(IpAddr::V6(_)), Some(ip)) => {
+            element.push_str("\"[");
+            element.push_str(ip);
+            element.push_str("]\"");
+        }
+        (_, Some(ip)) => element.push_str(ip),
+        (_, None) => element.push_str("unknown"),
+    }
+    if let Some(host) = forwarding.host.as_ref().and_then(|h| h.to_str().ok()) {
+        element.push_str(";host=");
+        push_token_or_quoted(&mut element, host);
+    }
+    element.push_str(";proto=");
+    element.push_str(forwarding.proto);
     append_list(headers, &FORWARDED, &element);
 }
 
 /// Appends `item` to a comma-separated list header, merging repeated headers into one.
 fn append_list(headers: &mut HeaderMap, name: &HeaderName, item: &str) {
-    let existing: Vec<&str> = headers
-        .get_all(name)
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let value = if existing.is_empty() {
-        item.to_string()
+    let mut value = String::new();
+    for existing in headers.get_all(name).filter_map(|v| v.to_str().ok()) {
+        value.push_str(existing);
+        value.push_str(", ");
+    }
+    let value = if value.is_empty() {
+        HeaderValue::from_str(item)
     } else {
-        format!("{}, {item}", existing.join(", "))
+        HeaderValue::from_str(&(value + item))
     };
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    if let Ok(value) = value {
         headers.insert(name.clone(), value);
     }
 }
 
 /// RFC 7239 values must be quoted unless they are tokens (a `:` in host:port is not).
-fn quote_if_needed(value: &str) -> String {
+fn push_token_or_quoted(out: &mut String, value: &str) {
     let token = value
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
     if token {
-        value.to_string()
+        out.push_str(value);
     } else {
-        format!("\"{}\"", value.replace(['"', '\\'], ""))
+        out.push('"');
+        out.extend(value.chars().filter(|c| !matches!(c, '"' | '\\')));
+        out.push('"');
     }
 }
 
