@@ -27,7 +27,8 @@ fn routing(c: &mut Criterion) {
     let groups = build_groups(
         &BTreeMap::from([("app".to_string(), upstream(Balance::RoundRobin, 2))]),
         &BTreeMap::new(),
-    );
+    )
+    .0;
     // A site with 20 routes: hosts, wildcards and nested prefixes.
     let routes: Vec<RouteConfig> = (0..20)
         .map(|i| RouteConfig {
@@ -71,7 +72,8 @@ fn picking(c: &mut Criterion) {
         let groups = build_groups(
             &BTreeMap::from([("app".to_string(), upstream(balance, 8))]),
             &BTreeMap::new(),
-        );
+        )
+        .0;
         let group = &groups["app"];
         c.bench_function(&format!("balance/{name} over 8 servers"), |b| {
             b.iter(|| group.select(black_box(&ctx), &[]))

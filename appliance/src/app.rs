@@ -472,9 +472,8 @@ impl Serving {
             );
         }
         telemetry::set_level(&next.config.log.level);
-        let runtime = self.edge.apply(&next.config);
-        for group in runtime.groups.values() {
-            spawn_checks(group);
+        for group in self.edge.apply(&next.config) {
+            spawn_checks(&group);
         }
         self.loaded = next;
         Ok(())

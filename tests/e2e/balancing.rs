@@ -272,3 +272,34 @@ async fn readiness_follows_upstream_health() {
     })
     .await;
 }
+
+/// A server taken out by active checks comes back when a reload removes the checks (nothing
+/// else would ever bring it back).
+#[tokio::test]
+async fn removing_health_checks_on_reload_restores_servers() {
+    let a = Upstream::start("a").await;
+    let with_checks = format!(
+        "[upstreams.app]\nservers = [\"{}\"]\nhealth_check = {{ path = \"/status/500\", interval = \"100ms\", rise = 1, fall = 1 }}\n",
+        a.addr
+    );
+    let gatehouse = Gatehouse::start(&with_checks);
+    let http = client(None);
+    eventually(
+        Duration::from_secs(5),
+        "the failing checks take the server out",
+        || async {
+            http.get(gatehouse.url("/who"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 503
+        },
+    )
+    .await;
+    gatehouse
+        .reload_with(&format!("[upstreams.app]\nservers = [\"{}\"]\n", a.addr))
+        .unwrap();
+    let response = http.get(gatehouse.url("/who")).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "a GET /who");
+}

@@ -137,6 +137,8 @@ async fn check_accepts_the_example_and_refuses_a_bad_file() {
 async fn version_prints_the_version() {
     let mut version = Process::spawn(&["version"], &repo(), &[]);
     assert_eq!(version.exit_code().await, Some(0));
+    let printed = version.stdout.lock().unwrap().join("\n");
+    assert_eq!(printed, format!("gatehouse {}", env!("CARGO_PKG_VERSION")));
 }
 
 #[tokio::test]

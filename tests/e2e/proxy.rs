@@ -5,7 +5,11 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Gatehouse, Scripted, Upstream, client, digest, eventually, pattern};
+use tokio::io::AsyncWriteExt;
+
+use crate::support::{
+    Gatehouse, Scripted, Upstream, client, digest, eventually, pattern, raw_exchange, status_of,
+};
 
 fn one_upstream(upstream: &Upstream) -> String {
     format!("[upstreams.app]\nservers = [\"{}\"]\n", upstream.addr)
@@ -345,3 +349,182 @@ async fn websocket_upgrades_pass_through() {
     )
     .await;
 }
+
+/// A server may send interim 1xx answers (103 Early Hints) before the real one: the client gets
+/// the real one, and the next request on the pooled connection gets its own (no desync).
+#[tokio::test]
+async fn interim_responses_are_skipped() {
+    let upstream = Scripted::start(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
+    )
+    .await;
+    let gatehouse = Gatehouse::start(&format!(
+        "[upstreams.app]\nservers = [\"{}\"]\n",
+        upstream.addr
+    ));
+    let http = client(None);
+    for _ in 0..3 {
+        let response = http.get(gatehouse.url("/")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "final");
+    }
+}
+
+/// gatehouse answers `Expect: 100-continue` itself; the server never sees it, and a bodiless
+/// request carrying it is not a failure.
+#[tokio::test]
+async fn expect_continue_is_answered_at_the_edge() {
+    let upstream = Upstream::start("a").await;
+    let gatehouse = Gatehouse::start(&format!(
+        "[upstreams.app]\nservers = [\"{}\"]\neject = {{ failures = 1, cooldown = \"1h\" }}\n",
+        upstream.addr
+    ));
+    let with_body = raw_exchange(
+        gatehouse.edge_addr(),
+        b"POST /headers HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\nhello",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(with_body.contains("200 OK"), "{with_body}");
+    assert!(
+        !with_body.to_ascii_lowercase().contains("\"expect\""),
+        "the server saw Expect: {with_body}"
+    );
+    for _ in 0..3 {
+        let bodiless = http_get_with(&gatehouse, "expect", "100-continue").await;
+        assert_eq!(
+            bodiless, 200,
+            "a bodiless request with Expect must not fail or eject"
+        );
+    }
+}
+
+async fn http_get_with(gatehouse: &Gatehouse, name: &str, value: &str) -> u16 {
+    let request =
+        format!("GET /who HTTP/1.1\r\nHost: a\r\n{name}: {value}\r\nConnection: close\r\n\r\n");
+    status_of(
+        &raw_exchange(
+            gatehouse.edge_addr(),
+            request.as_bytes(),
+            Duration::from_secs(5),
+        )
+        .await,
+    )
+}
+
+/// A client that hangs up in the middle of its upload is the client's failure, not the server's.
+#[tokio::test]
+async fn client_aborted_uploads_do_not_eject_servers() {
+    let upstream = Upstream::start("a").await;
+    let gatehouse = Gatehouse::start(&format!(
+        "[upstreams.app]\nservers = [\"{}\"]\neject = {{ failures = 1, cooldown = \"1h\" }}\n",
+        upstream.addr
+    ));
+    for _ in 0..3 {
+        let mut socket = tokio::net::TcpStream::connect(gatehouse.edge_addr())
+            .await
+            .unwrap();
+        socket
+            .write_all(
+                b"POST /digest HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\nonly a little",
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let response = client(None)
+        .get(gatehouse.url("/who"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "the server was ejected for the clients' aborted uploads"
+    );
+}
+
+/// With the default settings (one retry) and a single server that refuses connections, the
+/// client hears that the server could not be reached, not that none was available.
+#[tokio::test]
+async fn the_last_failure_is_reported_after_retries() {
+    let dead = format!("127.0.0.1:{}", crate::support::free_port());
+    let gatehouse = Gatehouse::start(&format!("[upstreams.app]\nservers = [\"{dead}\"]\n"));
+    let response = client(None).get(gatehouse.url("/")).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("could not be reached")
+    );
+}
+
+/// A server that refuses the upgrade answers like any request, with its body framed correctly.
+#[tokio::test]
+async fn refused_websocket_upgrades_come_back_intact() {
+    let upstream = Scripted::start(
+        b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nnope!\r\n0\r\n\r\n",
+    )
+    .await;
+    let gatehouse = Gatehouse::start(&format!(
+        "[upstreams.app]\nservers = [\"{}\"]\n",
+        upstream.addr
+    ));
+    let response = raw_exchange(gatehouse.edge_addr(), WS_HANDSHAKE, Duration::from_secs(3)).await;
+    assert_eq!(status_of(&response), 403, "{response}");
+    assert!(
+        response.ends_with("nope!\r\n0\r\n\r\n") || response.ends_with("\r\n\r\nnope!"),
+        "{response:?}"
+    );
+}
+
+/// The 101 carries exactly one `Upgrade` and one `Connection` header (browsers refuse repeats).
+#[tokio::test]
+async fn websocket_handshake_headers_are_not_repeated() {
+    let upstream = Upstream::start("a").await;
+    let gatehouse = Gatehouse::start(&format!(
+        "[upstreams.app]\nservers = [\"{}\"]\n",
+        upstream.addr
+    ));
+    let response = raw_exchange(
+        gatehouse.edge_addr(),
+        WS_HANDSHAKE,
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(status_of(&response), 101, "{response}");
+    let head = response
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .to_ascii_lowercase();
+    for name in ["upgrade:", "connection:", "sec-websocket-accept:"] {
+        assert_eq!(
+            head.lines().filter(|l| l.starts_with(name)).count(),
+            1,
+            "{name} in {head}"
+        );
+    }
+    eventually(
+        Duration::from_secs(5),
+        "the tunnel ends once the client has gone",
+        || async {
+            let report: serde_json::Value = client(None)
+                .get(gatehouse.admin_url("/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            report["checks"]["upstreams"]["detail"]["app"]["servers"][0]["in_flight"] == 0
+        },
+    )
+    .await;
+}
+
+const WS_HANDSHAKE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";

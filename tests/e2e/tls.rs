@@ -12,7 +12,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::support::{Gatehouse, TestCa, Upstream, digest, eventually, raw_exchange, status_of};
+use crate::support::{
+    Gatehouse, Scripted, TestCa, Upstream, digest, eventually, raw_exchange, status_of,
+};
 
 fn tls_config(
     upstream: &Upstream,
@@ -259,6 +261,84 @@ async fn certificate_reloads_without_dropping_connections() {
         second
     );
     assert_eq!(get_over(&mut held, "/who").await, "a GET /who");
+}
+
+/// A reload refused for its certificate changes nothing: the running certificate's files are still
+/// the ones watched, so their renewal is picked up.
+#[tokio::test]
+async fn a_refused_certificate_reload_keeps_watching_the_running_files() {
+    let upstream = Upstream::start("a").await;
+    let ca = TestCa::new();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, _) = ca.issue(certs.path(), "live");
+    let gatehouse = Gatehouse::start(&tls_config(
+        &upstream,
+        &cert,
+        &key,
+        "reload_interval = \"100ms\"",
+    ));
+    let missing = certs.path().join("missing.crt");
+    let err = gatehouse
+        .reload_with(&tls_config(
+            &upstream,
+            &missing,
+            &key,
+            "reload_interval = \"100ms\"",
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("edge.tls.cert"), "{err}");
+
+    let (new_cert, new_key, renewed) = ca.issue(certs.path(), "renewed");
+    std::fs::copy(&new_key, &key).unwrap();
+    std::fs::copy(&new_cert, &cert).unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the renewal of the running files is picked up",
+        || async {
+            leaf_of(
+                &connect(gatehouse.tls_addr(), &ca, &[&rustls::version::TLS13])
+                    .await
+                    .unwrap(),
+            ) == renewed
+        },
+    )
+    .await;
+}
+
+/// Over HTTP/2 a 304 must not turn into `content-length: 0` (the resource is not empty).
+#[tokio::test]
+async fn http2_not_modified_keeps_no_false_length() {
+    let upstream = Scripted::start(
+        b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1000\r\nETag: \"v1\"\r\n\r\n",
+    )
+    .await;
+    let ca = TestCa::new();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key, _) = ca.issue(certs.path(), "leaf");
+    let gatehouse = Gatehouse::start(&format!(
+        "[edge.tls]\nlisten = [\"127.0.0.1:0\"]\ncert = \"{}\"\nkey = \"{}\"\n[upstreams.app]\nservers = [\"{}\"]\n",
+        cert.display(),
+        key.display(),
+        upstream.addr
+    ));
+    let url = format!("https://localhost:{}/page", gatehouse.tls_addr().port());
+    let response = https_client(&ca, gatehouse.tls_addr())
+        .build()
+        .unwrap()
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 304);
+    assert_ne!(
+        response
+            .headers()
+            .get("content-length")
+            .map(|v| v.to_str().unwrap()),
+        Some("0")
+    );
+    assert_eq!(response.headers()["etag"], "\"v1\"");
 }
 
 #[tokio::test]

@@ -11,10 +11,20 @@ pub(super) fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Resul
     serializer.collect_str(&humantime::format_duration(*value))
 }
 
+/// Longest duration accepted: long enough for any timeout or interval, short enough that adding it
+/// to a clock reading can never overflow.
+const MAX: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 pub(super) fn deserialize<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Duration, D::Error> {
-    deserializer.deserialize_any(DurationVisitor)
+    let value = deserializer.deserialize_any(DurationVisitor)?;
+    if value > MAX {
+        return Err(serde::de::Error::custom(
+            "a duration must be at most 365 days",
+        ));
+    }
+    Ok(value)
 }
 
 struct DurationVisitor;

@@ -182,11 +182,6 @@ impl Loaded {
         Self::build(file, self.sources.environment.clone())
     }
 
-    /// The config file, when there is one.
-    pub fn file(&self) -> Option<&Path> {
-        self.sources.file.as_ref().map(|(path, _)| path.as_path())
-    }
-
     /// Turns problems found after loading (e.g. a certificate that does not parse) into an error
     /// that names where each key was set.
     pub fn error(&self, problems: &[Problem]) -> ConfigError {

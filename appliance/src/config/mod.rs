@@ -301,8 +301,9 @@ pub struct UpstreamConfig {
     /// Extra attempts on another server after a connect failure; only for idempotent requests
     /// without a body. Default `1`.
     pub retries: u32,
-    /// Open connections per worker thread to each server group. Default `512`.
-    pub max_connections: usize,
+    /// Idle keep-alive connections kept per server and worker thread (nginx's `keepalive`);
+    /// 0 closes every connection after its response. Default `64`.
+    pub max_idle: usize,
     /// How long an idle upstream connection is kept for reuse. Default `"60s"`.
     #[serde(with = "durations")]
     pub keepalive: Duration,
@@ -324,7 +325,7 @@ impl Default for UpstreamConfig {
             response_header_timeout: Duration::from_secs(60),
             body_idle_timeout: Duration::from_secs(60),
             retries: 1,
-            max_connections: 512,
+            max_idle: 64,
             keepalive: Duration::from_secs(60),
             preserve_host: true,
             health_check: None,
@@ -334,30 +335,62 @@ impl Default for UpstreamConfig {
 }
 
 /// An upstream server, either as a bare address or with a weight.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum ServerConfig {
     /// `"host:port"`, weight 1.
     Addr(String),
     /// `{ addr = "host:port", weight = N }`.
-    Weighted {
-        /// `host:port`.
-        addr: String,
-        /// Share of round-robin traffic, 1 to 100. Default `1`.
-        #[serde(default = "ServerConfig::default_weight")]
-        weight: u32,
-    },
+    Weighted(WeightedServer),
 }
 
-impl ServerConfig {
+/// A server with a weight.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedServer {
+    /// `host:port`.
+    pub addr: String,
+    /// Share of round-robin traffic, 1 to 100. Default `1`.
+    #[serde(default = "WeightedServer::default_weight")]
+    pub weight: u32,
+}
+
+impl WeightedServer {
     fn default_weight() -> u32 {
         1
     }
+}
 
+/// By hand rather than `untagged`: a table with a misspelt key must be refused by name, not as
+/// "data did not match any variant".
+impl<'de> Deserialize<'de> for ServerConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = ServerConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"host:port\" or { addr = \"host:port\", weight = N }")
+            }
+            fn visit_str<E: serde::de::Error>(self, addr: &str) -> Result<ServerConfig, E> {
+                Ok(ServerConfig::Addr(addr.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ServerConfig, A::Error> {
+                WeightedServer::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(ServerConfig::Weighted)
+            }
+        }
+        deserializer.deserialize_any(Either)
+    }
+}
+
+impl ServerConfig {
     /// The `host:port` of the server.
     pub fn addr(&self) -> &str {
         match self {
-            Self::Addr(addr) | Self::Weighted { addr, .. } => addr,
+            Self::Addr(addr) | Self::Weighted(WeightedServer { addr, .. }) => addr,
         }
     }
 
@@ -365,7 +398,7 @@ impl ServerConfig {
     pub fn weight(&self) -> u32 {
         match self {
             Self::Addr(_) => 1,
-            Self::Weighted { weight, .. } => *weight,
+            Self::Weighted(server) => server.weight,
         }
     }
 }

@@ -223,9 +223,6 @@ fn check_upstream(name: &str, upstream: &UpstreamConfig, problems: &mut Vec<Prob
     ] {
         check_positive(&key(field), value, problems);
     }
-    if upstream.max_connections == 0 {
-        problems.push(Problem::new(&key("max_connections"), "must be at least 1"));
-    }
     if let Some(check) = &upstream.health_check {
         if !check.path.starts_with('/') {
             problems.push(Problem::new(&key("health_check.path"), "must start with /"));

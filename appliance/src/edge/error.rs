@@ -17,9 +17,13 @@ pub enum Source {
 /// What went wrong on the request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum EdgeError {
-    /// A request target in absolute form names another host than the `Host` header.
+    /// A request target in absolute form (or HTTP/2's `:authority`) names another host than the
+    /// `Host` header.
     #[error("the request target names a different host than the Host header")]
     MisdirectedTarget,
+    /// The client's request body broke off while it was being forwarded.
+    #[error("the request body ended before it was complete")]
+    ClientBody,
     /// No route matches the host and path.
     #[error("no route for this host and path")]
     NoRoute,
@@ -45,7 +49,7 @@ impl EdgeError {
     /// The status the client gets.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::MisdirectedTarget => StatusCode::BAD_REQUEST,
+            Self::MisdirectedTarget | Self::ClientBody => StatusCode::BAD_REQUEST,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect | Self::BadResponse => StatusCode::BAD_GATEWAY,
@@ -56,7 +60,7 @@ impl EdgeError {
     /// Who is at fault.
     pub fn source(self) -> Source {
         match self {
-            Self::MisdirectedTarget | Self::NoRoute => Source::Downstream,
+            Self::MisdirectedTarget | Self::ClientBody | Self::NoRoute => Source::Downstream,
             _ => Source::Upstream,
         }
     }
@@ -93,17 +97,5 @@ impl EdgeError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         response
-    }
-}
-
-impl From<awc::error::SendRequestError> for EdgeError {
-    fn from(err: awc::error::SendRequestError) -> Self {
-        use awc::error::{ConnectError, SendRequestError};
-        match err {
-            SendRequestError::Connect(ConnectError::Timeout) => Self::ConnectTimeout,
-            SendRequestError::Connect(_) => Self::Connect,
-            SendRequestError::Timeout => Self::ResponseTimeout,
-            _ => Self::BadResponse,
-        }
     }
 }

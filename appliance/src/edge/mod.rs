@@ -64,15 +64,18 @@ impl EdgeRuntime {
         self.access_log != AccessLogFormat::Off && crate::telemetry::access_log_enabled()
     }
 
-    fn build(config: &Config, previous: Option<&EdgeRuntime>) -> Self {
+    /// The generation for `config`, and the upstream groups that did not exist before.
+    fn build(config: &Config, previous: Option<&EdgeRuntime>) -> (Self, Vec<Arc<UpstreamGroup>>) {
         let empty = BTreeMap::new();
-        let groups = build_groups(&config.upstreams, previous.map_or(&empty, |p| &p.groups));
-        Self {
+        let (groups, fresh) =
+            build_groups(&config.upstreams, previous.map_or(&empty, |p| &p.groups));
+        let runtime = Self {
             router: Router::new(&config.routes, &groups),
             groups,
             health_path: config.edge.health_path.clone(),
             access_log: config.log.access,
-        }
+        };
+        (runtime, fresh)
     }
 }
 
@@ -80,7 +83,7 @@ impl EdgeState {
     /// The edge for `config`; `instance` distinguishes this gatehouse in request ids.
     pub fn new(config: &Config, instance: u64) -> Self {
         Self {
-            runtime: ArcSwap::from_pointee(EdgeRuntime::build(config, None)),
+            runtime: ArcSwap::from_pointee(EdgeRuntime::build(config, None).0),
             ids: RequestIds::new(instance),
             active: Arc::default(),
         }
@@ -96,12 +99,14 @@ impl EdgeState {
         self.runtime.load_full()
     }
 
-    /// Swaps in a new generation built from `config`. Servers that stay keep their health.
-    /// Requests in flight finish on the generation they started with.
-    pub fn apply(&self, config: &Config) -> Arc<EdgeRuntime> {
-        let next = Arc::new(EdgeRuntime::build(config, Some(&self.runtime())));
-        self.runtime.store(Arc::clone(&next));
-        next
+    /// Swaps in a new generation built from `config`; returns the upstream groups that are new
+    /// (their health checks need starting). Unchanged groups carry on as they were; servers that
+    /// stay in a changed group keep their health. Requests in flight finish on the generation
+    /// they started with.
+    pub fn apply(&self, config: &Config) -> Vec<Arc<UpstreamGroup>> {
+        let (next, fresh) = EdgeRuntime::build(config, Some(&self.runtime()));
+        self.runtime.store(Arc::new(next));
+        fresh
     }
 }
 
@@ -129,7 +134,7 @@ pub(crate) async fn handle(
     let mut response = match proxy::forward(&req, payload, route, &request_id, &mut outcome).await {
         Ok(response) => response,
         Err(err) => {
-            tracing::debug!(route = %route.name, error = %err, "request failed upstream");
+            tracing::debug!(route = %route.name, source = ?err.source(), error = %err, "request failed");
             refuse(err)
         }
     };

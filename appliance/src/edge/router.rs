@@ -140,7 +140,8 @@ mod tests {
         let groups = build_groups(
             &BTreeMap::from([("a".into(), upstream.clone()), ("b".into(), upstream)]),
             &BTreeMap::new(),
-        );
+        )
+        .0;
         let configs: Vec<RouteConfig> = routes
             .iter()
             .map(|(hosts, path, name, strip)| RouteConfig {

@@ -121,13 +121,18 @@ impl CertResolver {
         })
     }
 
-    /// Points at (possibly new) files and loads them now. On error the old certificate stays.
+    /// Points at (possibly new) files and loads them now. On error nothing changes: the old
+    /// certificate keeps serving and the old files stay watched.
     pub fn reload_from(&self, config: &TlsConfig) -> Result<(), TlsError> {
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
-        files.cert = config.cert.clone();
-        files.key = config.key.clone();
-        files.stamp = None;
-        self.load(&mut files)
+        let mut next = Files {
+            cert: config.cert.clone(),
+            key: config.key.clone(),
+            stamp: None,
+        };
+        self.load(&mut next)?;
+        *files = next;
+        Ok(())
     }
 
     /// Reloads when the files changed since the last load. Errors are logged and the old

@@ -4,18 +4,15 @@
 //! what a proxy in particular must not let through.
 
 use actix_web::HttpRequest;
-use actix_web::http::Version;
 use actix_web::http::header::{HOST, HeaderValue};
 
 use super::error::EdgeError;
 
-/// Refuses an HTTP/1 request whose absolute-form target (`GET http://other/ HTTP/1.1`) names a
-/// different host than its `Host` header: routing and the upstream must see one host, never a
-/// target smuggled past a host-based rule.
+/// Refuses a request whose target authority disagrees with its `Host` header: an HTTP/1
+/// absolute-form target (`GET http://other/ HTTP/1.1`), or HTTP/2's `:authority` (RFC 9113
+/// §8.3.1). Routing and the upstream must see one host, never a target smuggled past a
+/// host-based rule.
 pub(crate) fn check_target(req: &HttpRequest) -> Result<(), EdgeError> {
-    if req.version() >= Version::HTTP_2 {
-        return Ok(());
-    }
     let (Some(target), Some(host)) = (req.uri().authority(), req.headers().get(HOST)) else {
         return Ok(());
     };
@@ -82,5 +79,20 @@ mod tests {
             .insert_header((HOST, "good.test"))
             .to_http_request();
         assert_eq!(check_target(&same), Ok(()));
+    }
+
+    #[test]
+    fn http2_authority_must_match_host() {
+        let mismatch = TestRequest::default()
+            .version(actix_web::http::Version::HTTP_2)
+            .uri("https://good.test/x")
+            .insert_header((HOST, "evil.test"))
+            .to_http_request();
+        assert_eq!(check_target(&mismatch), Err(EdgeError::MisdirectedTarget));
+        let only_authority = TestRequest::default()
+            .version(actix_web::http::Version::HTTP_2)
+            .uri("https://good.test/x")
+            .to_http_request();
+        assert_eq!(check_target(&only_authority), Ok(()));
     }
 }

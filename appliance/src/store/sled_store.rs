@@ -3,6 +3,7 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::{Store, StoreError, StoreReport, Tree};
@@ -15,7 +16,7 @@ pub struct SledStore {
 }
 
 const LOCK_FILE: &str = "gatehouse.lock";
-const PROBE_KEY: &[u8] = b"probe";
+const PROBE_PREFIX: &[u8] = b"probe-";
 
 impl SledStore {
     /// Opens (creating when missing) the store in `dir` with a page cache of `cache_bytes`.
@@ -111,15 +112,17 @@ impl Store for SledStore {
     }
 
     fn probe(&self) -> Result<StoreReport, StoreError> {
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos()
-            .to_be_bytes();
+        // A key of its own per probe: health checks run concurrently.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let key = [
+            PROBE_PREFIX,
+            &NEXT.fetch_add(1, Ordering::Relaxed).to_be_bytes(),
+        ]
+        .concat();
         let meta = self.tree(Tree::Meta)?;
-        meta.insert(PROBE_KEY, &stamp)?;
-        let read = meta.get(PROBE_KEY)?;
-        if read.as_deref() != Some(&stamp[..]) {
+        meta.insert(&key, b"ok")?;
+        let read = meta.remove(&key)?;
+        if read.as_deref() != Some(&b"ok"[..]) {
             return Err(StoreError::Engine(sled::Error::ReportableBug(
                 "probe read back a different value".into(),
             )));

@@ -1,12 +1,18 @@
 //! Active health checks: a GET to every server of a group on an interval, with rise/fall
 //! thresholds so one slow answer does not flap a server.
 
+use std::rc::Rc;
 use std::sync::{Arc, Weak};
 
+use actix_http::RequestHead;
+use actix_web::http::Uri;
+use actix_web::http::header::{HOST, HeaderValue};
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use tracing::{info, warn};
 
 use super::UpstreamGroup;
+use super::client::{Answer, Outgoing, Pool};
 use crate::config::HealthCheckConfig;
 
 /// Largest check response body read (and discarded) so the connection can be reused.
@@ -21,11 +27,6 @@ pub fn spawn_checks(group: &Arc<UpstreamGroup>) {
 }
 
 async fn run(group: Weak<UpstreamGroup>, check: HealthCheckConfig) {
-    let client = awc::Client::builder()
-        .connector(awc::Connector::new().timeout(check.timeout))
-        .disable_redirects()
-        .timeout(check.timeout)
-        .finish();
     // Positive: passes in a row; negative: failures in a row.
     let mut streaks: Vec<i64> = Vec::new();
     let mut ticker = tokio::time::interval(check.interval);
@@ -33,8 +34,9 @@ async fn run(group: Weak<UpstreamGroup>, check: HealthCheckConfig) {
     loop {
         ticker.tick().await;
         let Some(group) = group.upgrade() else { return };
+        let pool = group.pool();
         streaks.resize(group.peers.len(), 0);
-        let probes = group.peers.iter().map(|peer| probe(&client, peer, &check));
+        let probes = (0..group.peers.len()).map(|index| probe(&pool, &group, index, &check));
         let results = join_all(probes).await;
         for ((peer, streak), result) in group.peers.iter().zip(&mut streaks).zip(results) {
             *streak = match (&result, *streak) {
@@ -57,26 +59,43 @@ async fn run(group: Weak<UpstreamGroup>, check: HealthCheckConfig) {
 }
 
 async fn probe(
-    client: &awc::Client,
-    peer: &super::Peer,
+    pool: &Rc<Pool>,
+    group: &UpstreamGroup,
+    index: usize,
     check: &HealthCheckConfig,
 ) -> Result<(), String> {
-    let path = check
+    let peer = &group.peers[index];
+    let mut head = RequestHead::default();
+    head.uri = check
         .path
-        .parse()
+        .parse::<Uri>()
         .map_err(|_| format!("bad check path {:?}", check.path))?;
-    let mut response = client
-        .get(peer.uri(path))
-        .insert_header(("host", peer.authority().as_str()))
-        .send()
-        .await
-        .map_err(|err| err.to_string())?;
-    let status = response.status();
-    // Reading the body lets the connection be reused for the next check.
-    let _ = response.body().limit(MAX_CHECK_BODY).await;
-    if status.is_success() || status.is_redirection() {
-        Ok(())
-    } else {
-        Err(format!("status {status}"))
+    if let Ok(host) = HeaderValue::from_str(peer.authority().as_str()) {
+        head.headers.insert(HOST, host);
     }
+    let exchange = async {
+        match pool.send(index, &peer.addr, head, Outgoing::empty()).await {
+            Ok(Answer::Response(head, mut body)) => {
+                // Reading the body lets the connection be reused for the next check.
+                let mut read = 0;
+                while let Some(Ok(chunk)) = body.next().await {
+                    read += chunk.len();
+                    if read > MAX_CHECK_BODY {
+                        break;
+                    }
+                }
+                let status = head.status;
+                if status.is_success() || status.is_redirection() {
+                    Ok(())
+                } else {
+                    Err(format!("status {status}"))
+                }
+            }
+            Ok(Answer::Upgraded(..)) => Err("unexpected 101".to_string()),
+            Err(err) => Err(err.to_string()),
+        }
+    };
+    tokio::time::timeout(check.timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {:?}", check.timeout))?
 }

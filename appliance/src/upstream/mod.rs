@@ -4,12 +4,13 @@
 //! business (see [`crate::edge`]).
 
 mod balance;
-mod connect;
+pub mod client;
 mod health;
 mod peer;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use std::sync::{Arc, Weak};
 
 pub use balance::PickContext;
@@ -17,6 +18,7 @@ pub use health::spawn_checks;
 pub use peer::{InFlight, Peer, PeerHealth, PeerStatus, clock_ms};
 
 use balance::Balancer;
+use client::Pool;
 
 use crate::config::UpstreamConfig;
 
@@ -42,7 +44,8 @@ pub struct GroupStatus {
 
 impl UpstreamGroup {
     /// Builds a group. Servers that were in `previous` (same address) keep their health state, so
-    /// a reload neither forgets an ejection nor resurrects a failed server.
+    /// a reload neither forgets an ejection nor resurrects a failed server; without active checks
+    /// nothing would ever bring a server back, so their verdict is cleared.
     pub fn build(name: &str, config: &UpstreamConfig, previous: Option<&UpstreamGroup>) -> Self {
         let peers: Vec<Peer> = config
             .servers
@@ -52,6 +55,9 @@ impl UpstreamGroup {
                     .and_then(|group| group.peers.iter().find(|p| p.addr == server.addr()))
                     .map(|p| Arc::clone(&p.health))
                     .unwrap_or_default();
+                if config.health_check.is_none() {
+                    health.set_up(true);
+                }
                 Peer::new(server.addr(), server.weight(), health)
             })
             .collect();
@@ -88,55 +94,54 @@ impl UpstreamGroup {
         }
     }
 
-    /// This worker thread's HTTP client for the group: its own keep-alive pool, limits and
-    /// timeouts. awc clients are not `Send`, so each worker keeps one per live group.
-    pub fn client(self: &Arc<Self>) -> awc::Client {
+    /// This worker thread's connection pool for the group. Pools are per thread (no locks on the
+    /// request path) and die with the group when a reload replaces it.
+    pub fn pool(self: &Arc<Self>) -> Rc<Pool> {
         thread_local! {
-            static CLIENTS: RefCell<Vec<(Weak<UpstreamGroup>, awc::Client)>> =
-                const { RefCell::new(Vec::new()) };
+            static POOLS: RefCell<Vec<(Weak<UpstreamGroup>, Rc<Pool>)>> = const { RefCell::new(Vec::new()) };
         }
-        CLIENTS.with_borrow_mut(|clients| {
+        POOLS.with_borrow_mut(|pools| {
             let me = Arc::as_ptr(self);
-            if let Some((_, client)) = clients
+            if let Some((_, pool)) = pools
                 .iter()
                 .find(|(group, _)| group.as_ptr() == me && group.strong_count() > 0)
             {
-                return client.clone();
+                return Rc::clone(pool);
             }
-            // Groups replaced by a reload drop their pools here.
-            clients.retain(|(group, _)| group.strong_count() > 0);
-            let client = build_client(&self.config);
-            clients.push((Arc::downgrade(self), client.clone()));
-            client
+            pools.retain(|(group, _)| group.strong_count() > 0);
+            let pool = Rc::new(Pool::new(&self.config));
+            pools.push((Arc::downgrade(self), Rc::clone(&pool)));
+            pool
         })
     }
 }
 
-fn build_client(config: &UpstreamConfig) -> awc::Client {
-    let connector = awc::Connector::new()
-        .connector(connect::NoDelayConnector::new())
-        .timeout(config.connect_timeout)
-        .limit(config.max_connections)
-        .conn_keep_alive(config.keepalive)
-        .max_http_version(awc::http::Version::HTTP_11);
-    awc::Client::builder()
-        .connector(connector)
-        .disable_redirects()
-        .no_default_headers()
-        .timeout(config.response_header_timeout)
-        .finish()
-}
-
-/// Builds every group of `configs`, carrying health over from `previous` groups of the same name.
+/// Builds the groups of `configs`. A group whose config did not change is the same group (its
+/// pools and health checks carry on); a changed one is rebuilt, keeping its servers' health.
+/// Returns the groups and the names of those that are new.
 pub fn build_groups(
     configs: &BTreeMap<String, UpstreamConfig>,
     previous: &BTreeMap<String, Arc<UpstreamGroup>>,
-) -> BTreeMap<String, Arc<UpstreamGroup>> {
-    configs
+) -> (
+    BTreeMap<String, Arc<UpstreamGroup>>,
+    Vec<Arc<UpstreamGroup>>,
+) {
+    let mut fresh = Vec::new();
+    let groups = configs
         .iter()
         .map(|(name, config)| {
-            let group = UpstreamGroup::build(name, config, previous.get(name).map(Arc::as_ref));
-            (name.clone(), Arc::new(group))
+            let before = previous.get(name);
+            let group = match before {
+                Some(group) if group.config == *config => Arc::clone(group),
+                _ => {
+                    let group =
+                        Arc::new(UpstreamGroup::build(name, config, before.map(Arc::as_ref)));
+                    fresh.push(Arc::clone(&group));
+                    group
+                }
+            };
+            (name.clone(), group)
         })
-        .collect()
+        .collect();
+    (groups, fresh)
 }

@@ -168,12 +168,12 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8], wait: Duration) -> S
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The status code of a raw HTTP response.
+/// The final status code of a raw HTTP response (interim 1xx answers skipped).
 pub fn status_of(response: &str) -> u16 {
     response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
+        .split("HTTP/1.1 ")
+        .filter_map(|part| part.get(..3)?.parse::<u16>().ok())
+        .find(|status| !(100..200).contains(status) || *status == 101)
         .unwrap_or(0)
 }
 

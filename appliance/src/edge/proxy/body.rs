@@ -37,14 +37,13 @@ pub(crate) struct ProxyBody<S> {
 }
 
 impl<S> ProxyBody<S> {
-    /// `length` is the upstream's `Content-Length`, when it sent one.
+    /// `size` is what the client is told: the upstream's length, none, or unknown.
     pub(crate) fn new(
         inner: S,
-        length: Option<u64>,
+        size: BodySize,
         idle_timeout: Duration,
         in_flight: InFlight,
     ) -> Self {
-        let size = length.map_or(BodySize::Stream, BodySize::Sized);
         Self {
             inner,
             size,

@@ -4,16 +4,18 @@
 use std::net::IpAddr;
 
 use actix_web::http::header::{
-    CONNECTION, FORWARDED, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER,
+    CONNECTION, CONTENT_LENGTH, FORWARDED, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER,
     TRANSFER_ENCODING, UPGRADE,
 };
 
-/// Headers that describe one connection, never the message.
-const HOP_BY_HOP: [&str; 4] = [
+/// Headers that describe one connection, never the message. `Expect` is answered by gatehouse
+/// itself (the client already got its 100 Continue), so the server must not see it.
+const HOP_BY_HOP: [&str; 5] = [
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
+    "expect",
 ];
 
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -47,6 +49,17 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.remove(CONNECTION);
         headers.remove(UPGRADE);
     }
+}
+
+/// The declared `Content-Length`, when there is exactly one valid value.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// What the upstream is told about the original request.

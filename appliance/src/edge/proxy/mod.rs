@@ -2,8 +2,8 @@
 //! back. Bodies stream both ways and are never buffered whole.
 //!
 //! Retries: only idempotent requests without a body, only after failures that mean the server
-//! cannot have started on the request (connect errors, a broken connection before any response),
-//! each to a server not tried yet, at most `retries` times.
+//! did not answer (connect errors, a broken connection before any response), each to a server
+//! not tried yet, at most `retries` times.
 
 mod body;
 pub(crate) mod headers;
@@ -11,27 +11,31 @@ mod websocket;
 
 use std::time::{Duration, Instant};
 
-use actix_web::body::{BodyStream, BoxBody, EitherBody, SizedStream};
-use actix_web::http::header::{
-    CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING,
-};
-use actix_web::http::{Method, StatusCode};
+use actix_http::{ConnectionType, RequestHead, ResponseHead};
+use actix_web::body::{BodySize, BoxBody, EitherBody};
+use actix_web::error::PayloadError;
+use actix_web::http::header::{HOST, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING};
+use actix_web::http::{Method, StatusCode, Uri};
 use actix_web::{HttpRequest, HttpResponse, web};
+use bytes::Bytes;
+use futures_util::stream::LocalBoxStream;
 use futures_util::{FutureExt, StreamExt, stream};
 use tracing::warn;
 
 use self::body::ProxyBody;
-use self::headers::{Forwarding, add_forwarding, strip_hop_by_hop};
+use self::headers::{Forwarding, add_forwarding, content_length, strip_hop_by_hop};
 use super::error::EdgeError;
 use super::router::Route;
-use crate::upstream::PickContext;
+use crate::config::UpstreamConfig;
+use crate::upstream::client::{Answer, Outgoing, ResponseBody};
+use crate::upstream::{InFlight, Peer, PickContext};
 
 /// The header that carries the request id to the upstream and back to the client.
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The body type of a proxied response: streamed from the upstream, or (for the rare WebSocket
 /// tunnel) boxed.
-pub(crate) type UpstreamBody = EitherBody<ProxyBody<awc::ClientResponse>, BoxBody>;
+pub(crate) type UpstreamBody = EitherBody<ProxyBody<ResponseBody>, BoxBody>;
 
 /// What the access log learns about the upstream side.
 #[derive(Debug, Default, Clone)]
@@ -48,10 +52,11 @@ pub(crate) struct UpstreamOutcome {
 enum RequestBody {
     /// Nothing to send: replayable, so the request may be retried.
     Empty,
-    /// `Content-Length` bytes, streamed.
-    Sized(u64, web::Payload),
-    /// Unknown length (chunked, or HTTP/2 without `Content-Length`), streamed.
-    Stream(BoxBody),
+    /// Streamed once, with its length when the client gave one.
+    Streamed(
+        BodySize,
+        LocalBoxStream<'static, Result<Bytes, PayloadError>>,
+    ),
 }
 
 /// Forwards `req` along `route`, recording what happened in `outcome`.
@@ -86,93 +91,89 @@ pub(crate) async fn forward(
         headers: req.headers(),
     };
 
-    if upgrade {
-        let index = group
-            .select(&pick, &[])
-            .ok_or(EdgeError::NoHealthyUpstream)?;
-        let peer = &group.peers[index];
-        set_host(
-            &mut headers,
-            config.preserve_host,
-            peer.authority().as_str(),
-        );
-        outcome.server = Some(peer.addr.clone());
-        outcome.attempts = 1;
-        let target = websocket::Target {
-            peer,
-            path,
-            connect_timeout: config.connect_timeout,
-            response_header_timeout: config.response_header_timeout,
-        };
-        let result =
-            websocket::tunnel(req, payload, &headers, target, peer.health.start_request()).await;
-        record(peer, &result, config);
-        return result.map(|res| res.map_body(|_, body| EitherBody::right(BoxBody::new(body))));
-    }
-
-    let mut body = Some(classify_body(req, payload));
-    let retryable = is_idempotent(req.method()) && matches!(body, Some(RequestBody::Empty));
+    // After an upgrade the client's payload is its side of the tunnel, not a body to forward.
+    let (mut body, mut tunnel) = if upgrade {
+        (Some(RequestBody::Empty), Some(payload))
+    } else {
+        (Some(classify_body(req, payload)), None)
+    };
+    let retryable =
+        !upgrade && is_idempotent(req.method()) && matches!(body, Some(RequestBody::Empty));
     let attempts = if retryable {
         1 + config.retries as usize
     } else {
         1
     };
-    let client = group.client();
+    let pool = group.pool();
     let mut tried: Vec<usize> = Vec::with_capacity(attempts);
+    let mut last_error = None;
     loop {
+        // With no server left to try, the client hears why the last attempt failed.
         let Some(index) = group.select(&pick, &tried) else {
-            return Err(EdgeError::NoHealthyUpstream);
+            return Err(last_error.unwrap_or(EdgeError::NoHealthyUpstream));
         };
         tried.push(index);
         let peer = &group.peers[index];
         let last = tried.len() >= attempts;
-        let mut request = client.request(req.method().clone(), peer.uri(path.clone()));
-        *request.headers_mut() = if last {
+
+        let mut head = RequestHead::default();
+        head.method = req.method().clone();
+        head.uri = Uri::from(path.clone());
+        head.headers = if last {
             std::mem::take(&mut headers)
         } else {
             headers.clone()
         };
-        set_host(
-            request.headers_mut(),
-            config.preserve_host,
-            peer.authority().as_str(),
-        );
+        if !config.preserve_host
+            && let Ok(authority) = HeaderValue::from_str(peer.authority().as_str())
+        {
+            head.headers.insert(HOST, authority);
+        }
+        if upgrade {
+            head.set_connection_type(ConnectionType::Upgrade);
+        }
+        let outgoing = match body.take() {
+            Some(RequestBody::Streamed(size, chunks)) => Outgoing {
+                size,
+                chunks: Some(chunks),
+            },
+            _ => {
+                body = Some(RequestBody::Empty);
+                Outgoing::empty()
+            }
+        };
 
         let in_flight = peer.health.start_request();
         let started = Instant::now();
-        let sent = match body.take().unwrap_or(RequestBody::Empty) {
-            RequestBody::Empty => {
-                // Keep the body replayable for the next attempt.
-                body = Some(RequestBody::Empty);
-                request.send()
-            }
-            RequestBody::Sized(length, payload) => {
-                request.send_body(SizedStream::new(length, payload))
-            }
-            RequestBody::Stream(stream) => request.send_body(stream),
-        };
-        let result = sent.await.map_err(EdgeError::from);
+        let result = pool.send(index, &peer.addr, head, outgoing).await;
         outcome.server = Some(peer.addr.clone());
         outcome.attempts = tried.len() as u32;
         record(peer, &result, config);
         match result {
-            Ok(response) => {
+            Ok(Answer::Response(head, body)) => {
                 outcome.header_time = Some(started.elapsed());
-                return Ok(into_response(response, config.body_idle_timeout, in_flight));
+                return Ok(into_response(
+                    head,
+                    body,
+                    config.body_idle_timeout,
+                    in_flight,
+                ));
             }
-            Err(err) if retryable && err.retry_safe() && !last => continue,
+            Ok(Answer::Upgraded(head, io, leftover)) => {
+                outcome.header_time = Some(started.elapsed());
+                let client = tunnel.take().expect("only upgrade requests are upgraded");
+                let response = websocket::relay(head, io, leftover, client, in_flight);
+                return Ok(response.map_body(|_, body| EitherBody::right(body)));
+            }
+            Err(err) if retryable && err.retry_safe() && !last => last_error = Some(err),
             Err(err) => return Err(err),
         }
     }
 }
 
-/// Feeds the server's health: a response is a success, a connect failure or timeout counts
-/// towards ejection.
-fn record<T>(
-    peer: &crate::upstream::Peer,
-    result: &Result<T, EdgeError>,
-    config: &crate::config::UpstreamConfig,
-) {
+/// Feeds the server's health: a response is a success; a failure the server is to blame for
+/// counts towards ejection.
+fn record<T>(peer: &Peer, result: &Result<T, EdgeError>, config: &UpstreamConfig) {
     match result {
         Ok(_) => peer.health.record_success(),
         Err(err) if err.counts_against_server() => {
@@ -185,36 +186,27 @@ fn record<T>(
     }
 }
 
-fn set_host(headers: &mut HeaderMap, preserve_host: bool, authority: &str) {
-    if !preserve_host && let Ok(value) = HeaderValue::from_str(authority) {
-        headers.insert(HOST, value);
-    }
-}
-
 /// Sorts the request body into what can be replayed and what must stream once.
 fn classify_body(req: &HttpRequest, mut payload: web::Payload) -> RequestBody {
     let headers = req.headers();
     if headers.contains_key(TRANSFER_ENCODING) {
-        return RequestBody::Stream(BoxBody::new(BodyStream::new(payload)));
+        return RequestBody::Streamed(BodySize::Stream, payload.boxed_local());
     }
-    if let Some(length) = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-    {
-        return if length == 0 {
-            RequestBody::Empty
-        } else {
-            RequestBody::Sized(length, payload)
+    if let Some(length) = content_length(headers) {
+        return match length {
+            0 => RequestBody::Empty,
+            n => RequestBody::Streamed(BodySize::Sized(n), payload.boxed_local()),
         };
     }
     // No framing headers: HTTP/1.1 has no body then, but an HTTP/2 request may still carry DATA
     // frames. A finished stream answers at once, so peek without waiting.
     match payload.next().now_or_never() {
         Some(None) => RequestBody::Empty,
-        Some(Some(first)) => RequestBody::Stream(BoxBody::new(BodyStream::new(
-            stream::iter([first]).chain(payload),
-        ))),
-        None => RequestBody::Stream(BoxBody::new(BodyStream::new(payload))),
+        Some(Some(first)) => RequestBody::Streamed(
+            BodySize::Stream,
+            stream::iter([first]).chain(payload).boxed_local(),
+        ),
+        None => RequestBody::Streamed(BodySize::Stream, payload.boxed_local()),
     }
 }
 
@@ -227,38 +219,33 @@ fn is_idempotent(method: &Method) -> bool {
 }
 
 /// The client's response: the upstream's status and end-to-end headers (moved, not copied), and
-/// its body streamed with the upstream's length.
+/// its body streamed with the upstream's framing.
 fn into_response(
-    response: awc::ClientResponse,
+    mut head: ResponseHead,
+    body: ResponseBody,
     idle_timeout: Duration,
-    in_flight: crate::upstream::InFlight,
+    in_flight: InFlight,
 ) -> HttpResponse<UpstreamBody> {
-    let status = response.status();
-    let mut headers = HeaderMap::new();
-    let response = response.map_body(|head, payload| {
-        std::mem::swap(&mut headers, &mut head.headers);
-        payload
-    });
+    let status = head.status;
+    let mut headers = std::mem::take(&mut head.headers);
     strip_hop_by_hop(&mut headers, false);
-    let length = body_length(&headers, status);
-    let body = ProxyBody::new(response, length, idle_timeout, in_flight);
+    let size = body_size(&headers, status);
+    let body = ProxyBody::new(body, size, idle_timeout, in_flight);
     let mut out = HttpResponse::with_body(status, EitherBody::left(body));
     *out.headers_mut() = headers;
     out
 }
 
-/// The response body's length, when the upstream framed it with `Content-Length`. Responses
-/// that never carry a body (1xx, 204, 304) are empty whatever they declare; a 304 keeps its
-/// declared `Content-Length` header, as RFC 9110 allows. A HEAD answer declares the GET's length
-/// and carries no bytes: actix writes that length and sends no body for HEAD.
-fn body_length(headers: &HeaderMap, status: StatusCode) -> Option<u64> {
+/// The size actix frames the response with. Responses that never carry a body (1xx, 204, 304)
+/// have none whatever they declare; a 304 keeps its `Content-Length` header, as RFC 9110 allows.
+/// A HEAD answer declares the GET's length and carries no bytes: actix writes that length and
+/// sends no body for HEAD.
+fn body_size(headers: &HeaderMap, status: StatusCode) -> BodySize {
     if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
-        return Some(0);
+        return BodySize::None;
     }
-    headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.trim().parse().ok())
+    content_length(headers).map_or(BodySize::Stream, BodySize::Sized)
 }
