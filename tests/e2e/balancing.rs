@@ -261,6 +261,13 @@ async fn readiness_follows_upstream_health() {
         200,
         "liveness stays up"
     );
+    let edge_liveness = http.get(gatehouse.url("/health")).send().await.unwrap();
+    assert_eq!(
+        edge_liveness.status(),
+        200,
+        "the edge answers /health itself, upstream or not"
+    );
+    assert_eq!(edge_liveness.text().await.unwrap(), "ok\n");
     a.restart().await;
     eventually(Duration::from_secs(5), "ready again", || async {
         http.get(gatehouse.admin_url("/readyz"))

@@ -324,6 +324,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn combined_line_is_nginx_combined_plus_gatehouse_fields() {
+        let req = actix_web::test::TestRequest::get()
+            .uri("/page?x=1")
+            .peer_addr("203.0.113.7:5555".parse().unwrap())
+            .insert_header((REFERER, "https://ref.test/"))
+            .insert_header((USER_AGENT, "curl/8 \"evil\""))
+            .to_http_request();
+        let notes = RequestNotes {
+            route: Some("site".into()),
+            request_id: Some("abc-1".into()),
+            upstream: UpstreamOutcome {
+                server: Some("127.0.0.1:3000".into()),
+                header_time: Some(Duration::from_millis(12)),
+                attempts: 1,
+            },
+        };
+        let mut entry = Entry::new(&req, 200, notes, Instant::now(), AccessLogFormat::Combined);
+        entry.bytes = 512;
+        let line = entry.render();
+        let (head, tail) = line.split_once(" [").unwrap();
+        assert_eq!(head, "203.0.113.7 - -");
+        let after_time = tail.split_once("] ").unwrap().1;
+        assert!(
+            after_time.starts_with(
+                "\"GET /page?x=1 HTTP/1.1\" 200 512 \"https://ref.test/\" \"curl/8 \\x22evil\\x22\" rid=abc-1 route=site upstream=127.0.0.1:3000 attempts=1 rt="
+            ),
+            "{line}"
+        );
+        assert!(line.ends_with(" urt=0.012\n"), "{line}");
+    }
+
+    #[test]
     fn escapes_what_could_forge_a_line() {
         assert_eq!(escape("GET /a\"b\n"), "GET /a\\x22b\\x0A");
         assert_eq!(escape("naïve"), "na\\xC3\\xAFve");
