@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::{Gatehouse, Upstream, client, eventually, free_port};
+use crate::support::{Gatehouse, Upstream, app_upstream, client, eventually, free_port};
 
 async fn servers_of(
     gatehouse: &Gatehouse,
@@ -304,9 +304,7 @@ async fn removing_health_checks_on_reload_restores_servers() {
         },
     )
     .await;
-    gatehouse
-        .reload_with(&format!("[upstreams.app]\nservers = [\"{}\"]\n", a.addr))
-        .unwrap();
+    gatehouse.reload_with(&app_upstream(a.addr, "")).unwrap();
     let response = http.get(gatehouse.url("/who")).send().await.unwrap();
     assert_eq!(response.text().await.unwrap(), "a GET /who");
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use gatehouse::App;
 use gatehouse::config::{Balance, load_from};
 
-use crate::support::{Gatehouse, Process, Upstream, client};
+use crate::support::{Gatehouse, Process, Upstream, app_upstream, client};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -145,10 +145,7 @@ async fn version_prints_the_version() {
 async fn a_refused_reload_keeps_the_running_config() {
     let first = Upstream::start("first").await;
     let second = Upstream::start("second").await;
-    let gatehouse = Gatehouse::start(&format!(
-        "[upstreams.app]\nservers = [\"{}\"]\n",
-        first.addr
-    ));
+    let gatehouse = Gatehouse::start(&app_upstream(first.addr, ""));
     let who = || async {
         client(None)
             .get(gatehouse.url("/who"))
@@ -172,10 +169,7 @@ async fn a_refused_reload_keeps_the_running_config() {
     assert_eq!(who().await, "first GET /who");
 
     gatehouse
-        .reload_with(&format!(
-            "[upstreams.app]\nservers = [\"{}\"]\n",
-            second.addr
-        ))
+        .reload_with(&app_upstream(second.addr, ""))
         .unwrap();
     assert_eq!(who().await, "second GET /who");
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{Gatehouse, Process, Upstream, client, eventually, free_port};
+use crate::support::{Gatehouse, Process, Upstream, app_upstream, client, eventually, free_port};
 
 fn binary_config(edge: u16, admin: u16, upstream: &Upstream, extra: &str) -> String {
     format!(
@@ -15,18 +15,10 @@ fn binary_config(edge: u16, admin: u16, upstream: &Upstream, extra: &str) -> Str
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish() {
     let upstream = Upstream::start("a").await;
-    let gatehouse = Gatehouse::start(&format!(
-        "[upstreams.app]\nservers = [\"{}\"]\n",
-        upstream.addr
-    ));
+    let gatehouse = Gatehouse::start(&app_upstream(upstream.addr, ""));
     let url = gatehouse.url("/slow?ms=1500");
     let in_flight = tokio::spawn(client(None).get(url).send());
-    eventually(
-        Duration::from_secs(5),
-        "the slow request reached the upstream",
-        || async { upstream.hits() == 1 },
-    )
-    .await;
+    upstream.wait_for_hits(1).await;
     let edge = gatehouse.edge_addr();
     gatehouse.begin_shutdown();
     let response = in_flight
@@ -54,12 +46,7 @@ async fn the_drain_deadline_cuts_requests_that_run_too_long() {
         upstream.addr
     ));
     let too_slow = tokio::spawn(client(None).get(gatehouse.url("/slow?ms=20000")).send());
-    eventually(
-        Duration::from_secs(5),
-        "the slow request reached the upstream",
-        || async { upstream.hits() == 1 },
-    )
-    .await;
+    upstream.wait_for_hits(1).await;
     let started = Instant::now();
     gatehouse.begin_shutdown();
     tokio::task::spawn_blocking(move || gatehouse.wait())
@@ -93,12 +80,7 @@ async fn sigterm_drains_and_exits_zero() {
             .get(format!("http://127.0.0.1:{edge}/slow?ms=1500"))
             .send(),
     );
-    eventually(
-        Duration::from_secs(5),
-        "the slow request reached the upstream",
-        || async { upstream.hits() == 1 },
-    )
-    .await;
+    upstream.wait_for_hits(1).await;
     let started = Instant::now();
     process.signal("TERM");
     let response = in_flight

@@ -2,14 +2,11 @@
 
 use std::time::Duration;
 
-use crate::support::{Gatehouse, Upstream, raw_exchange, status_of};
+use crate::support::{Gatehouse, Upstream, app_upstream, raw_exchange, status_of};
 
 async fn setup() -> (Upstream, Gatehouse) {
     let upstream = Upstream::start("a").await;
-    let gatehouse = Gatehouse::start(&format!(
-        "[upstreams.app]\nservers = [\"{}\"]\n",
-        upstream.addr
-    ));
+    let gatehouse = Gatehouse::start(&app_upstream(upstream.addr, ""));
     (upstream, gatehouse)
 }
 

@@ -8,19 +8,15 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio::io::AsyncWriteExt;
 
 use crate::support::{
-    Gatehouse, Scripted, Upstream, client, digest, eventually, pattern, raw_exchange, status_of,
+    Gatehouse, Scripted, Upstream, app_upstream, client, digest, pattern, raw_exchange, status_of,
 };
-
-fn one_upstream(upstream: &Upstream) -> String {
-    format!("[upstreams.app]\nservers = [\"{}\"]\n", upstream.addr)
-}
 
 const TEN_MB: usize = 10 * 1024 * 1024;
 
 #[tokio::test]
 async fn ten_megabytes_stream_both_ways() {
     let upstream = Upstream::start("a").await;
-    let gatehouse = Gatehouse::start(&one_upstream(&upstream));
+    let gatehouse = Gatehouse::start(&app_upstream(upstream.addr, ""));
     let body: Vec<u8> = (0..TEN_MB).map(pattern).collect();
 
     let uploaded = client(None)
@@ -56,7 +52,7 @@ async fn ten_megabytes_stream_both_ways() {
 #[tokio::test]
 async fn response_bodies_are_not_buffered() {
     let upstream = Upstream::start("a").await;
-    let gatehouse = Gatehouse::start(&one_upstream(&upstream));
+    let gatehouse = Gatehouse::start(&app_upstream(upstream.addr, ""));
     let response = client(None)
         .get(gatehouse.url(&format!("/gated?bytes={TEN_MB}")))
         .send()
@@ -86,7 +82,7 @@ async fn response_bodies_are_not_buffered() {
 #[tokio::test]
 async fn request_bodies_are_not_buffered() {
     let upstream = Upstream::start("a").await;
-    let gatehouse = Gatehouse::start(&one_upstream(&upstream));
+    let gatehouse = Gatehouse::start(&app_upstream(upstream.addr, ""));
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
     let body = reqwest::Body::wrap_stream(tokio_stream(rx));
     let request = tokio::spawn(
@@ -117,7 +113,7 @@ fn tokio_stream<T>(mut rx: tokio::sync::mpsc::Receiver<T>) -> impl futures_util:
 #[tokio::test]
 async fn forwarding_headers_request_id_and_hop_by_hop() {
     let upstream = Upstream::start("a").await;
-    let gatehouse = Gatehouse::start(&one_upstream(&upstream));
+    let gatehouse = Gatehouse::start(&app_upstream(upstream.addr, ""));
     let response = client(None)
         .get(gatehouse.url("/headers"))
         .header("x-forwarded-for", "203.0.113.9")
@@ -258,7 +254,7 @@ async fn upstream_failures_get_short_clear_answers() {
 #[tokio::test]
 async fn head_and_no_content_keep_their_framing() {
     let upstream = Upstream::start("a").await;
-    let gatehouse = Gatehouse::start(&one_upstream(&upstream));
+    let gatehouse = Gatehouse::start(&app_upstream(upstream.addr, ""));
     let head = client(None)
         .head(gatehouse.url("/big?bytes=1000"))
         .send()
@@ -285,10 +281,7 @@ async fn not_modified_keeps_its_length_and_the_connection() {
         b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1000\r\nETag: \"v1\"\r\n\r\n",
     )
     .await;
-    let gatehouse = Gatehouse::start(&format!(
-        "[upstreams.app]\nservers = [\"{}\"]\n",
-        upstream.addr
-    ));
+    let gatehouse = Gatehouse::start(&app_upstream(upstream.addr, ""));
     let http = client(None);
     for _ in 0..3 {
         let response = http
@@ -308,7 +301,7 @@ async fn not_modified_keeps_its_length_and_the_connection() {
 #[tokio::test]
 async fn websocket_upgrades_pass_through() {
     let upstream = Upstream::start("a").await;
-    let gatehouse = Gatehouse::start(&one_upstream(&upstream));
+    let gatehouse = Gatehouse::start(&app_upstream(upstream.addr, ""));
     let url = format!("ws://{}/ws", gatehouse.edge_addr());
     let (mut socket, response) = tokio_tungstenite::connect_async(url)
         .await
@@ -332,22 +325,7 @@ async fn websocket_upgrades_pass_through() {
         .unwrap();
     assert_eq!(echoed.into_data().to_vec(), big);
     socket.close(None).await.unwrap();
-    eventually(
-        Duration::from_secs(5),
-        "the tunnel ends after close",
-        || async {
-            let report: serde_json::Value = client(None)
-                .get(gatehouse.admin_url("/healthz"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            report["checks"]["upstreams"]["detail"]["app"]["servers"][0]["in_flight"] == 0
-        },
-    )
-    .await;
+    gatehouse.wait_until_idle().await;
 }
 
 /// A server may send interim 1xx answers (103 Early Hints) before the real one: the client gets
@@ -358,10 +336,7 @@ async fn interim_responses_are_skipped() {
         b"HTTP/1.1 103 Early Hints\r\nLink: </app.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
     )
     .await;
-    let gatehouse = Gatehouse::start(&format!(
-        "[upstreams.app]\nservers = [\"{}\"]\n",
-        upstream.addr
-    ));
+    let gatehouse = Gatehouse::start(&app_upstream(upstream.addr, ""));
     let http = client(None);
     for _ in 0..3 {
         let response = http.get(gatehouse.url("/")).send().await.unwrap();
@@ -470,10 +445,7 @@ async fn refused_websocket_upgrades_come_back_intact() {
         b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nnope!\r\n0\r\n\r\n",
     )
     .await;
-    let gatehouse = Gatehouse::start(&format!(
-        "[upstreams.app]\nservers = [\"{}\"]\n",
-        upstream.addr
-    ));
+    let gatehouse = Gatehouse::start(&app_upstream(upstream.addr, ""));
     let response = raw_exchange(gatehouse.edge_addr(), WS_HANDSHAKE, Duration::from_secs(3)).await;
     assert_eq!(status_of(&response), 403, "{response}");
     assert!(
@@ -486,10 +458,7 @@ async fn refused_websocket_upgrades_come_back_intact() {
 #[tokio::test]
 async fn websocket_handshake_headers_are_not_repeated() {
     let upstream = Upstream::start("a").await;
-    let gatehouse = Gatehouse::start(&format!(
-        "[upstreams.app]\nservers = [\"{}\"]\n",
-        upstream.addr
-    ));
+    let gatehouse = Gatehouse::start(&app_upstream(upstream.addr, ""));
     let response = raw_exchange(
         gatehouse.edge_addr(),
         WS_HANDSHAKE,
@@ -509,22 +478,7 @@ async fn websocket_handshake_headers_are_not_repeated() {
             "{name} in {head}"
         );
     }
-    eventually(
-        Duration::from_secs(5),
-        "the tunnel ends once the client has gone",
-        || async {
-            let report: serde_json::Value = client(None)
-                .get(gatehouse.admin_url("/healthz"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            report["checks"]["upstreams"]["detail"]["app"]["servers"][0]["in_flight"] == 0
-        },
-    )
-    .await;
+    gatehouse.wait_until_idle().await;
 }
 
 const WS_HANDSHAKE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";

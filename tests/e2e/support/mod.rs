@@ -107,6 +107,23 @@ impl Gatehouse {
         self.app().reload()
     }
 
+    /// Waits until no request is in flight to the first server of group `app` (for example, a
+    /// WebSocket tunnel has ended).
+    pub async fn wait_until_idle(&self) {
+        eventually(Duration::from_secs(5), "no request in flight", || async {
+            let report: serde_json::Value = client(None)
+                .get(self.admin_url("/healthz"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            report["checks"]["upstreams"]["detail"]["app"]["servers"][0]["in_flight"] == 0
+        })
+        .await;
+    }
+
     /// Starts a graceful shutdown without waiting for it.
     pub fn begin_shutdown(&self) {
         self.app().begin_shutdown();
@@ -118,6 +135,11 @@ impl Gatehouse {
             app.wait();
         }
     }
+}
+
+/// `[upstreams.app]` with one server at `addr`; `extra` adds keys to that table.
+pub fn app_upstream(addr: SocketAddr, extra: &str) -> String {
+    format!("[upstreams.app]\nservers = [\"{addr}\"]\n{extra}\n")
 }
 
 /// Adds the test defaults to `toml` where it does not set them.

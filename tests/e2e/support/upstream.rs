@@ -132,6 +132,12 @@ impl Upstream {
         self.state.hits.load(Ordering::SeqCst)
     }
 
+    /// Waits until `n` requests have reached the server (so a slow one is now in flight).
+    pub async fn wait_for_hits(&self, n: usize) {
+        let what = format!("{n} requests reached the upstream");
+        super::eventually(Duration::from_secs(5), &what, || async { self.hits() >= n }).await;
+    }
+
     /// Lets `/gated` send the rest of its body.
     pub fn open_gate(&self) {
         self.state.gate.notify_one();
