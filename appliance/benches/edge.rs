@@ -10,6 +10,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use gatehouse::config::{Balance, RouteConfig, ServerConfig, UpstreamConfig};
 use gatehouse::edge::request_id::RequestIds;
 use gatehouse::edge::router::Router;
+use gatehouse::policy::Plugins;
 use gatehouse::upstream::{PickContext, build_groups};
 
 fn upstream(balance: Balance, servers: usize) -> UpstreamConfig {
@@ -41,9 +42,10 @@ fn routing(c: &mut Criterion) {
             path: format!("/section{}/page{i}/", i % 4),
             upstream: "app".into(),
             strip_prefix: false,
+            rate_limit: None,
         })
         .collect();
-    let router = Router::new(&routes, &groups);
+    let router = Router::new(&routes, &groups, &Plugins::default());
     c.bench_function("router/find among 20 routes", |b| {
         b.iter(|| {
             router.find(

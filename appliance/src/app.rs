@@ -19,6 +19,7 @@ use crate::edge::redirect::Redirect;
 use crate::edge::tls::{self, CertResolver};
 use crate::edge::{self, EdgeState};
 use crate::monitor::health::{BoundAddrs, HealthSources};
+use crate::policy::{self, Plugins, PolicyEngine};
 use crate::store::{self, SledStore, Store, Tree};
 use crate::telemetry;
 use crate::upstream::spawn_checks;
@@ -69,9 +70,11 @@ impl App {
     }
 
     /// Validates everything a start would use, without binding, locking or serving: the config,
-    /// the TLS files, and that the state dir could be used.
+    /// the TLS files, the plugins (compiled and called once), and that the state dir could be
+    /// used.
     pub fn check(&self) -> Result<(), AppError> {
         provision(&self.loaded)?;
+        load_plugins(&self.loaded, None)?;
         store::check_dir(&self.loaded.config.state.dir).map_err(|err| {
             self.loaded
                 .error(&[Problem::new("state.dir", err.to_string())])
@@ -105,8 +108,9 @@ impl App {
                     .error(&[Problem::new("state.dir", err.to_string())])
             })?,
         );
+        let (policy, plugins) = load_plugins(&self.loaded, Some(Arc::clone(&store)))?;
         let instance = instance_id(store.as_ref());
-        let edge = Arc::new(EdgeState::new(config, instance));
+        let edge = Arc::new(EdgeState::new(config, plugins, instance));
         let addrs = listeners.addrs();
         let (control, inbox) = unbounded_channel();
         let (started_tx, started_rx) = mpsc::channel();
@@ -114,6 +118,7 @@ impl App {
             loaded: self.loaded,
             edge,
             store,
+            policy,
             tls: provisioned.tls,
             addrs: addrs.clone(),
             control: control.clone(),
@@ -150,6 +155,26 @@ fn provision(loaded: &Loaded) -> Result<Provisioned, ConfigError> {
         })?)),
     };
     Ok(Provisioned { tls })
+}
+
+/// The policy engine (only when plugins are configured: it runs a ticker thread) and the
+/// configured plugins, loaded and smoke-tested. Problems are located at `plugins.NAME.source`.
+fn load_plugins(
+    loaded: &Loaded,
+    store: Option<Arc<dyn Store>>,
+) -> Result<(Option<Arc<PolicyEngine>>, Plugins), ConfigError> {
+    if loaded.config.plugins.is_empty() {
+        return Ok((None, Plugins::default()));
+    }
+    let engine = Arc::new(
+        PolicyEngine::new(store)
+            .map_err(|err| loaded.error(&[Problem::new("plugins", err.to_string())]))?,
+    );
+    let plugins = Plugins::default()
+        .prepare(&engine, &loaded.config.plugins)
+        .map_err(|problems| loaded.error(&problems))?
+        .commit();
+    Ok((Some(engine), plugins))
 }
 
 fn bind_all(config: &Config) -> Result<Listeners, AppError> {
@@ -284,6 +309,8 @@ struct Serving {
     loaded: Loaded,
     edge: Arc<EdgeState>,
     store: Arc<dyn Store>,
+    /// The policy engine, once any plugin has been configured.
+    policy: Option<Arc<PolicyEngine>>,
     tls: Option<Arc<CertResolver>>,
     addrs: BoundAddrs,
     control: UnboundedSender<Control>,
@@ -458,6 +485,7 @@ impl Serving {
     /// nothing when it fails, so a refused reload leaves everything as it was.
     fn reload(&mut self) -> Result<(), ConfigError> {
         let next = self.loaded.reload()?;
+        let plugins = self.prepare_plugins(&next)?;
         match (&next.config.edge.tls, &self.tls) {
             (Some(config), Some(resolver)) => resolver
                 .reload_from(config)
@@ -472,11 +500,32 @@ impl Serving {
             );
         }
         telemetry::set_level(&next.config.log.level);
-        for group in self.edge.apply(&next.config) {
+        let plugins = plugins.map(policy::Prepared::commit).unwrap_or_default();
+        for group in self.edge.apply(&next.config, plugins) {
             spawn_checks(&group);
         }
         self.loaded = next;
         Ok(())
+    }
+
+    /// Loads the plugins of `next` that are new or changed (the engine is created the first time
+    /// plugins appear). Nothing is swapped yet.
+    fn prepare_plugins(&mut self, next: &Loaded) -> Result<Option<policy::Prepared>, ConfigError> {
+        if next.config.plugins.is_empty() {
+            return Ok(None);
+        }
+        if self.policy.is_none() {
+            let engine = PolicyEngine::new(Some(Arc::clone(&self.store)))
+                .map_err(|err| next.error(&[Problem::new("plugins", err.to_string())]))?;
+            self.policy = Some(Arc::new(engine));
+        }
+        let engine = self.policy.as_ref().expect("created above");
+        let prepared = self
+            .edge
+            .runtime()
+            .plugins
+            .prepare(engine, &next.config.plugins);
+        prepared.map(Some).map_err(|problems| next.error(&problems))
     }
 }
 

@@ -17,6 +17,7 @@ pub mod app;
 pub mod config;
 pub mod edge;
 pub mod monitor;
+pub mod policy;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;

@@ -10,6 +10,7 @@ mod balancing;
 mod config;
 mod lifecycle;
 mod malformed;
+mod policies;
 mod proxy;
 mod timeouts;
 mod tls;

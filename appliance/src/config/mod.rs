@@ -11,13 +11,15 @@ mod load;
 mod locate;
 mod validate;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
 use serde::{Deserialize, Serialize};
+
+use crate::policy::{Fallback, Grant, PluginKind};
 
 pub use load::{ConfigError, Loaded, load, load_from};
 pub use validate::Problem;
@@ -40,6 +42,8 @@ pub struct Config {
     /// Upstream groups by name.
     /// Default: `app` with one server, 127.0.0.1:3000.
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Policy plugins by name, bound to routes with `rate_limit`. Default: none.
+    pub plugins: BTreeMap<String, PluginConfig>,
     /// PostgreSQL pooler knobs, under the reference deployment's names.
     pub pool: PoolConfig,
     /// Monitoring switch (`ENABLE_PERFORMANCE_MONITORING`).
@@ -61,6 +65,7 @@ impl Default for Config {
                 path: "/".into(),
                 upstream: DEFAULT_UPSTREAM.into(),
                 strip_prefix: false,
+                rate_limit: None,
             }],
             upstreams: BTreeMap::from([(
                 DEFAULT_UPSTREAM.to_string(),
@@ -69,6 +74,7 @@ impl Default for Config {
                     ..UpstreamConfig::default()
                 },
             )]),
+            plugins: BTreeMap::new(),
             pool: PoolConfig::default(),
             monitoring: MonitoringConfig::default(),
             redis: RedisConfig::default(),
@@ -271,6 +277,10 @@ pub struct RouteConfig {
     /// Remove the path prefix before forwarding (`/api/users` → `/users`). Default `false`.
     #[serde(default)]
     pub strip_prefix: bool,
+    /// Name of the rate-limit plugin (in `[plugins]`) that decides this route's limits.
+    /// Default: none (no rate limit).
+    #[serde(default)]
+    pub rate_limit: Option<String>,
 }
 
 impl RouteConfig {
@@ -463,6 +473,57 @@ impl Default for EjectConfig {
             failures: 3,
             cooldown: Duration::from_secs(30),
         }
+    }
+}
+
+/// A policy plugin: a WebAssembly component for the `gatehouse:policy` contract.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// `"rate-limit"`, `"cache-rules"` or `"recommendations"`. Required.
+    pub kind: PluginKind,
+    /// `"builtin:rate-limit"` (a built-in) or the path of a `.wasm` component. Required.
+    pub source: String,
+    /// Settings handed to the plugin, as JSON, through the `config` grant. Default `{}`.
+    #[serde(default = "PluginConfig::default_config")]
+    pub config: serde_json::Value,
+    /// Host capabilities it may import: `"log"`, `"now"`, `"kv"`, `"config"`. A plugin that
+    /// imports one it is not granted is refused at load. Default `["config"]`.
+    #[serde(default = "PluginConfig::default_grants")]
+    pub grants: BTreeSet<Grant>,
+    /// When it traps or times out: `"open"` (as if it were not there) or `"closed"` (503).
+    /// Default `"open"`.
+    #[serde(default = "PluginConfig::default_fallback")]
+    pub fallback: Fallback,
+    /// Time one call may take before it is cut off. Default `"10ms"`.
+    #[serde(with = "durations", default = "PluginConfig::default_deadline")]
+    pub deadline: Duration,
+    /// Memory it may grow to (at most 64 MiB). Default `"16 MiB"`.
+    #[serde(default = "PluginConfig::default_memory")]
+    pub memory: ByteSize,
+    /// Bytes its private key-value store may hold (grant `kv`). Default `"1 MiB"`.
+    #[serde(default = "PluginConfig::default_kv_quota")]
+    pub kv_quota: ByteSize,
+}
+
+impl PluginConfig {
+    fn default_config() -> serde_json::Value {
+        serde_json::Value::Object(serde_json::Map::new())
+    }
+    fn default_grants() -> BTreeSet<Grant> {
+        BTreeSet::from([Grant::Config])
+    }
+    fn default_fallback() -> Fallback {
+        Fallback::Open
+    }
+    fn default_deadline() -> Duration {
+        Duration::from_millis(10)
+    }
+    fn default_memory() -> ByteSize {
+        ByteSize::mib(16)
+    }
+    fn default_kv_quota() -> ByteSize {
+        ByteSize::mib(1)
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 use actix_web::http::header::HeaderName;
 use actix_web::http::uri::Authority;
 
-use super::{Balance, Config, RouteConfig, UpstreamConfig};
+use super::{Balance, Config, PluginConfig, RouteConfig, UpstreamConfig};
+use crate::policy::{self, PluginKind};
 
 /// One problem with a value: the key path (segments; array indexes as numbers) and the reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +45,9 @@ impl Config {
         check_route_overlaps(&self.routes, &mut problems);
         for (name, upstream) in &self.upstreams {
             check_upstream(name, upstream, &mut problems);
+        }
+        for (name, plugin) in &self.plugins {
+            check_plugin(name, plugin, &mut problems);
         }
         if self.pool.pool_size == 0 {
             problems.push(Problem::new("pool.pool_size", "must be at least 1"));
@@ -159,6 +163,24 @@ impl Config {
                 problems.push(Problem::new(&key(&format!("hosts.{i}")), why));
             }
         }
+        if let Some(name) = &route.rate_limit {
+            match self.plugins.get(name) {
+                None => problems.push(Problem::new(
+                    &key("rate_limit"),
+                    format!("no plugin named {name:?} in [plugins]"),
+                )),
+                Some(plugin) if plugin.kind != PluginKind::RateLimit => {
+                    problems.push(Problem::new(
+                        &key("rate_limit"),
+                        format!(
+                            "plugin {name:?} is a {} plugin, not a rate-limit plugin",
+                            plugin.kind
+                        ),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
     }
 }
 
@@ -240,6 +262,58 @@ fn check_upstream(name: &str, upstream: &UpstreamConfig, problems: &mut Vec<Prob
     }
     if upstream.eject.failures > 0 {
         check_positive(&key("eject.cooldown"), upstream.eject.cooldown, problems);
+    }
+}
+
+fn check_plugin(name: &str, plugin: &PluginConfig, problems: &mut Vec<Problem>) {
+    let key = |field: &str| format!("plugins.{name}.{field}");
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        problems.push(Problem::new(
+            &format!("plugins.{name}"),
+            "names may use letters, digits, - and _",
+        ));
+    }
+    if let Some(builtin) = plugin.source.strip_prefix("builtin:") {
+        match policy::builtin::find(builtin) {
+            None => {
+                let known: Vec<&str> = policy::builtin::BUILTINS.iter().map(|b| b.name).collect();
+                problems.push(Problem::new(
+                    &key("source"),
+                    format!(
+                        "no built-in plugin {builtin:?} (built in: {})",
+                        list(&known)
+                    ),
+                ));
+            }
+            Some(found) if found.kind != plugin.kind => problems.push(Problem::new(
+                &key("kind"),
+                format!("builtin:{builtin} is a {} plugin", found.kind),
+            )),
+            Some(_) => {}
+        }
+    } else if plugin.source.is_empty() {
+        problems.push(Problem::new(
+            &key("source"),
+            "needs builtin:NAME or the path of a .wasm file",
+        ));
+    }
+    check_positive(&key("deadline"), plugin.deadline, problems);
+    if plugin.deadline > Duration::from_secs(1) {
+        problems.push(Problem::new(
+            &key("deadline"),
+            "must be at most 1s: plugins run on the request path",
+        ));
+    }
+    let memory = plugin.memory.as_u64();
+    if !(1 << 20..=policy::MAX_MEMORY as u64).contains(&memory) {
+        problems.push(Problem::new(
+            &key("memory"),
+            "must be between 1 MiB and 64 MiB",
+        ));
     }
 }
 

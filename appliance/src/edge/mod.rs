@@ -6,17 +6,19 @@
 //! |---|-------|--------|------------------------|
 //! | 1 | validate | [`validate`] | refuses what must not reach routing: a foreign absolute-form target (400); actix-http already refused malformed heads (400), oversized heads (431) and smuggling attempts (400) |
 //! | 2 | route | [`router`] | host, then longest path prefix; no match is 404 |
-//! | 3 | upstream | [`proxy`] | picks a server (balancing, health, ejection), forwards with timeouts and bounded retries, streams bodies both ways |
-//! | 4 | finish | [`finish`] | when the response body has ended: the access-log line, and the request leaves the in-flight count the drain waits for |
+//! | 3 | rate limit | [`ratelimit`] | the route's rate-limit plugin decides the key and quota, GCRA counts; over the quota is 429 (no plugin: nothing) |
+//! | 4 | upstream | [`proxy`] | picks a server (balancing, health, ejection), forwards with timeouts and bounded retries, streams bodies both ways |
+//! | 5 | finish | [`finish`] | when the response body has ended: the access-log line, and the request leaves the in-flight count the drain waits for |
 //!
-//! Rate limiting (after validate), the response cache (around upstream), response headers and
-//! compression (on the way back up) slot in as their own modules in this order.
+//! The response cache (around upstream), response headers and compression (on the way back up)
+//! slot in as their own modules in this order.
 //!
 //! This module owns the request path and must not block: no file or store I/O per request.
 
 pub mod error;
 pub mod finish;
 pub(crate) mod proxy;
+pub mod ratelimit;
 pub(crate) mod redirect;
 pub mod request_id;
 pub mod router;
@@ -33,9 +35,12 @@ use arc_swap::ArcSwap;
 use self::error::EdgeError;
 use self::finish::{ActiveRequests, RequestNotes};
 use self::proxy::{UpstreamBody, UpstreamOutcome, X_REQUEST_ID};
+use self::ratelimit::Outcome;
+use self::ratelimit::gcra::Gcra;
 use self::request_id::RequestIds;
 use self::router::Router;
 use crate::config::{AccessLogFormat, Config};
+use crate::policy::Plugins;
 use crate::upstream::{UpstreamGroup, build_groups};
 
 /// What the edge workers share. The reloadable part is swapped whole on reload, so a request sees
@@ -44,6 +49,8 @@ pub struct EdgeState {
     runtime: ArcSwap<EdgeRuntime>,
     ids: RequestIds,
     active: Arc<ActiveRequests>,
+    /// Rate-limit counts, kept across reloads.
+    gcra: Gcra,
 }
 
 /// One config generation of the edge.
@@ -56,6 +63,8 @@ pub struct EdgeRuntime {
     pub health_path: String,
     /// Access log format.
     pub access_log: AccessLogFormat,
+    /// Policy plugins by name.
+    pub plugins: Plugins,
 }
 
 impl EdgeRuntime {
@@ -64,28 +73,36 @@ impl EdgeRuntime {
         self.access_log != AccessLogFormat::Off && crate::telemetry::access_log_enabled()
     }
 
-    /// The generation for `config`, and the upstream groups that did not exist before.
-    fn build(config: &Config, previous: Option<&EdgeRuntime>) -> (Self, Vec<Arc<UpstreamGroup>>) {
+    /// The generation for `config` with `plugins`, and the upstream groups that did not exist
+    /// before.
+    fn build(
+        config: &Config,
+        plugins: Plugins,
+        previous: Option<&EdgeRuntime>,
+    ) -> (Self, Vec<Arc<UpstreamGroup>>) {
         let empty = BTreeMap::new();
         let (groups, fresh) =
             build_groups(&config.upstreams, previous.map_or(&empty, |p| &p.groups));
         let runtime = Self {
-            router: Router::new(&config.routes, &groups),
+            router: Router::new(&config.routes, &groups, &plugins),
             groups,
             health_path: config.edge.health_path.clone(),
             access_log: config.log.access,
+            plugins,
         };
         (runtime, fresh)
     }
 }
 
 impl EdgeState {
-    /// The edge for `config`; `instance` distinguishes this gatehouse in request ids.
-    pub fn new(config: &Config, instance: u64) -> Self {
+    /// The edge for `config` with its loaded `plugins`; `instance` distinguishes this gatehouse
+    /// in request ids.
+    pub fn new(config: &Config, plugins: Plugins, instance: u64) -> Self {
         Self {
-            runtime: ArcSwap::from_pointee(EdgeRuntime::build(config, None).0),
+            runtime: ArcSwap::from_pointee(EdgeRuntime::build(config, plugins, None).0),
             ids: RequestIds::new(instance),
             active: Arc::default(),
+            gcra: Gcra::default(),
         }
     }
 
@@ -103,8 +120,8 @@ impl EdgeState {
     /// (their health checks need starting). Unchanged groups carry on as they were; servers that
     /// stay in a changed group keep their health. Requests in flight finish on the generation
     /// they started with.
-    pub fn apply(&self, config: &Config) -> Vec<Arc<UpstreamGroup>> {
-        let (next, fresh) = EdgeRuntime::build(config, Some(&self.runtime()));
+    pub fn apply(&self, config: &Config, plugins: Plugins) -> Vec<Arc<UpstreamGroup>> {
+        let (next, fresh) = EdgeRuntime::build(config, plugins, Some(&self.runtime()));
         self.runtime.store(Arc::new(next));
         fresh
     }
@@ -131,6 +148,19 @@ pub(crate) async fn handle(
     };
     let request_id = state.ids.for_request(req.headers());
     let mut outcome = UpstreamOutcome::default();
+
+    let mut limit_fields = None;
+    if let Some(plugin) = &route.rate_limit {
+        let client_ip = req.peer_addr().map(|addr| addr.ip());
+        match ratelimit::apply(plugin, &state.gcra, &req, host, &route.name, client_ip) {
+            Outcome::Continue(fields) => limit_fields = fields,
+            Outcome::Answer(answer) => {
+                let answer = answer.map_body(|_, body| UpstreamBody::right(body));
+                return complete(&req, &runtime, route, request_id, outcome, answer);
+            }
+        }
+    }
+
     let mut response = match proxy::forward(&req, payload, route, &request_id, &mut outcome).await {
         Ok(response) => response,
         Err(err) => {
@@ -138,6 +168,21 @@ pub(crate) async fn handle(
             refuse(err)
         }
     };
+    for (name, value) in limit_fields.into_iter().flatten() {
+        response.headers_mut().insert(name, value);
+    }
+    complete(&req, &runtime, route, request_id, outcome, response)
+}
+
+/// What every routed answer gets: the request id, and the notes the access log reads.
+fn complete(
+    req: &HttpRequest,
+    runtime: &EdgeRuntime,
+    route: &router::Route,
+    request_id: HeaderValue,
+    outcome: UpstreamOutcome,
+    mut response: HttpResponse<UpstreamBody>,
+) -> HttpResponse<UpstreamBody> {
     if runtime.logs_access() {
         req.extensions_mut().insert(RequestNotes {
             route: Some(Arc::clone(&route.name)),

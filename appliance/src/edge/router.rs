@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix_web::http::uri::{PathAndQuery, Uri};
 
 use crate::config::RouteConfig;
+use crate::policy::{Plugin, Plugins};
 use crate::upstream::UpstreamGroup;
 
 /// The routes of one config generation, in match order.
@@ -22,6 +23,8 @@ pub struct Route {
     strip_prefix: bool,
     /// Where matching requests go.
     pub group: Arc<UpstreamGroup>,
+    /// The plugin that decides its rate limits.
+    pub rate_limit: Option<Arc<Plugin>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,8 +36,13 @@ enum HostPattern {
 }
 
 impl Router {
-    /// Builds the routes of `configs` over `groups` (names were checked by config validation).
-    pub fn new(configs: &[RouteConfig], groups: &BTreeMap<String, Arc<UpstreamGroup>>) -> Self {
+    /// Builds the routes of `configs` over `groups` and `plugins` (names were checked by config
+    /// validation).
+    pub fn new(
+        configs: &[RouteConfig],
+        groups: &BTreeMap<String, Arc<UpstreamGroup>>,
+        plugins: &Plugins,
+    ) -> Self {
         let mut routes: Vec<Route> = configs
             .iter()
             .enumerate()
@@ -48,6 +56,11 @@ impl Router {
                 path: config.path.clone(),
                 strip_prefix: config.strip_prefix,
                 group: Arc::clone(&groups[&config.upstream]),
+                rate_limit: config
+                    .rate_limit
+                    .as_deref()
+                    .and_then(|name| plugins.get(name))
+                    .cloned(),
             })
             .collect();
         // Exact hosts before wildcards before any-host; then longer prefixes first. The sort is
@@ -150,9 +163,10 @@ mod tests {
                 path: path.to_string(),
                 upstream: "a".into(),
                 strip_prefix: *strip,
+                rate_limit: None,
             })
             .collect();
-        Router::new(&configs, &groups)
+        Router::new(&configs, &groups, &Plugins::default())
     }
 
     fn name(router: &Router, host: &str, path: &str) -> Option<String> {

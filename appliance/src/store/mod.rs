@@ -13,17 +13,26 @@ pub use sled_store::SledStore;
 /// A tree of the store: one namespace per subsystem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tree {
-    /// Facts about this installation (instance id, start count).
+    /// Facts about this installation (instance id).
     Meta,
+    /// Compiled policy plugins, keyed by the wasm's hash and the engine's (rebuildable).
+    Artifacts,
+    /// Policy plugins' private key-value stores, each under its plugin's name.
+    PluginKv,
 }
 
 impl Tree {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Meta => "meta",
+            Self::Artifacts => "artifacts",
+            Self::PluginKv => "plugin-kv",
         }
     }
 }
+
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
 
 /// The operations subsystems may use.
 pub trait Store: Send + Sync {
@@ -33,6 +42,8 @@ pub trait Store: Send + Sync {
     fn put(&self, tree: Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError>;
     /// Removes `key`; removing a missing key is not an error.
     fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError>;
+    /// Every key starting with `prefix`, with its value, in key order.
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// A write-read round trip and the size on disk, for `/healthz` and `/readyz`.

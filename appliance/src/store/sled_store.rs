@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Store, StoreError, StoreReport, Tree};
+use super::{Entry, Store, StoreError, StoreReport, Tree};
 
 /// sled behind [`Store`]. The lock file stays locked for the store's lifetime.
 pub struct SledStore {
@@ -106,6 +106,17 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError> {
+        self.tree(tree)?
+            .scan_prefix(prefix)
+            .map(|entry| {
+                entry
+                    .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(StoreError::from)
+            })
+            .collect()
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
@@ -156,6 +167,16 @@ mod tests {
         assert_eq!(
             store.get(Tree::Meta, b"k").unwrap().as_deref(),
             Some(&b"v"[..])
+        );
+        store.put(Tree::Meta, b"k2", b"w").unwrap();
+        store.put(Tree::Meta, b"j", b"x").unwrap();
+        let scanned = store.scan_prefix(Tree::Meta, b"k").unwrap();
+        assert_eq!(
+            scanned,
+            vec![
+                (b"k".to_vec(), b"v".to_vec()),
+                (b"k2".to_vec(), b"w".to_vec())
+            ]
         );
         store.delete(Tree::Meta, b"k").unwrap();
         assert_eq!(store.get(Tree::Meta, b"k").unwrap(), None);
