@@ -76,3 +76,84 @@ async fn the_builtin_rate_limit_answers_429_with_the_ratelimit_fields() {
         .unwrap();
     assert_eq!(other_key.status(), 200, "an API key has its own quota");
 }
+
+/// The failure cases in tests/fixtures/policies/cases: one folder per case with its plugin, its
+/// config and the expected outcome (a load error, or each request's status and how soon).
+#[tokio::test]
+async fn failure_cases() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/policies");
+    let mut cases: Vec<_> = std::fs::read_dir(root.join("cases"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 8);
+    let upstream = Upstream::start("a").await;
+    for case in cases {
+        let name = case.file_name().unwrap().to_string_lossy().into_owned();
+        let spec: toml_edit::DocumentMut = std::fs::read_to_string(case.join("case.toml"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut plugin = spec["plugin"].as_table().unwrap().clone();
+        // A fixture plugin by name, or a file of the case's own.
+        let source = plugin["source"].as_str().unwrap().to_string();
+        let path = match source.as_str() {
+            "misbehaving" | "wrong-wit" => root.join(format!("{source}.wasm")),
+            file => case.join(file),
+        };
+        plugin["source"] = toml_edit::value(path.display().to_string());
+        let kind = plugin
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or("rate-limit")
+            .to_string();
+        plugin["kind"] = toml_edit::value(&kind);
+        let binding = if kind == "rate-limit" {
+            "rate_limit = \"case\""
+        } else {
+            ""
+        };
+        let config = format!(
+            "[plugins.case]\n{plugin}\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n{binding}\n\n[upstreams.app]\nservers = [\"{}\"]\n",
+            upstream.addr
+        );
+
+        let started = Gatehouse::try_start(&config);
+        if let Some(expected) = spec
+            .get("expect")
+            .and_then(|e| e.get("load_error"))
+            .and_then(|e| e.as_str())
+        {
+            let error = started
+                .err()
+                .unwrap_or_else(|| panic!("{name}: expected a load error"))
+                .to_string();
+            assert!(
+                error.contains(expected),
+                "{name}: error does not contain {expected:?}:\n{error}"
+            );
+            continue;
+        }
+        let gatehouse = started.unwrap_or_else(|err| panic!("{name}: did not start: {err}"));
+        let http = client(None);
+        for request in spec["requests"].as_array_of_tables().unwrap() {
+            let path = request["path"].as_str().unwrap();
+            let status = request["status"].as_integer().unwrap() as u16;
+            let within = request
+                .get("within")
+                .and_then(|w| w.as_str())
+                .map_or(std::time::Duration::from_secs(5), |w| {
+                    humantime::parse_duration(w).unwrap()
+                });
+            let began = std::time::Instant::now();
+            let response = http.get(gatehouse.url(path)).send().await.unwrap();
+            assert_eq!(response.status(), status, "{name}: GET {path}");
+            assert!(
+                began.elapsed() < within,
+                "{name}: GET {path} took {:?} (limit {within:?})",
+                began.elapsed()
+            );
+        }
+    }
+}

@@ -3,8 +3,9 @@
 //! that imports an interface it was not granted is refused), so these implementations may run.
 //!
 //! WASI: a Rust guest built for wasm32-wasip2 imports `wasi:io` and `wasi:cli`; they are linked
-//! with a context that has nothing in it (no environment, empty stdin, stdout and stderr
-//! discarded). Filesystem, sockets, clocks and random are not linked at all.
+//! with a context that has nothing in it (no environment, empty stdin, stdout and stderr kept
+//! only for trap messages; see [`super::stdio`]). Filesystem, sockets, clocks and random are not
+//! linked at all.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,14 +14,15 @@ use actix_web::HttpRequest;
 use actix_web::http::header::{COOKIE, HeaderMap};
 use tracing::{debug, error, info, warn};
 use wasmtime::StoreLimits;
-use wasmtime::component::{HasData, Linker, ResourceTable};
+use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::cli::{WasiCli, WasiCliCtxView};
-use wasmtime_wasi::p2::bindings::{cli, sync as wasi_sync};
+use wasmtime_wasi::p2::bindings::cli;
 
 use super::bindings::cache_rules::gatehouse::policy::response_headers;
 use super::bindings::shared::{clock, kv, log, plugin_config, request_headers, types};
 use super::settings::Settings;
+use super::stdio::Output;
 use crate::store::Tree;
 
 /// The data of one plugin instance's store.
@@ -33,6 +35,8 @@ pub(crate) struct PluginState {
     pub(crate) request: Option<HttpRequest>,
     /// The response being decided (cache rules), for its headers; set for the length of a call.
     pub(crate) response_headers: Option<HeaderMap>,
+    /// What the plugin wrote to stdout and stderr lately.
+    pub(crate) output: Output,
 }
 
 impl PluginState {
@@ -41,14 +45,23 @@ impl PluginState {
             .memory_size(settings.limits.memory_bytes)
             .trap_on_grow_failure(true)
             .build();
+        let output = Output::default();
         Self {
-            wasi: WasiCtx::builder().build(),
+            wasi: WasiCtx::builder()
+                .stdout(output.clone())
+                .stderr(output.clone())
+                .build(),
             table: ResourceTable::new(),
             limits,
             settings,
             request: None,
             response_headers: None,
+            output,
         }
+    }
+
+    pub(crate) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 }
 
@@ -73,11 +86,7 @@ pub(crate) fn link(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
     kv::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     plugin_config::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
 
-    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<_, Table>(linker, |s| {
-        &mut s.table
-    })?;
-    wasi_sync::io::poll::add_to_linker::<_, Table>(linker, |s| &mut s.table)?;
-    wasi_sync::io::streams::add_to_linker::<_, Table>(linker, |s| &mut s.table)?;
+    super::stdio::link(linker)?;
     cli::exit::add_to_linker::<_, WasiCli>(linker, self::cli)?;
     cli::environment::add_to_linker::<_, WasiCli>(linker, self::cli)?;
     cli::stdin::add_to_linker::<_, WasiCli>(linker, self::cli)?;
@@ -89,13 +98,6 @@ pub(crate) fn link(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
     cli::terminal_stdout::add_to_linker::<_, WasiCli>(linker, self::cli)?;
     cli::terminal_stderr::add_to_linker::<_, WasiCli>(linker, self::cli)?;
     Ok(())
-}
-
-/// The store's resource table, for the WASI I/O interfaces.
-struct Table;
-
-impl HasData for Table {
-    type Data<'a> = &'a mut ResourceTable;
 }
 
 impl types::Host for PluginState {}

@@ -17,6 +17,7 @@ mod host;
 mod plugin;
 mod registry;
 mod settings;
+mod stdio;
 
 pub use engine::{CONTRACT_VERSION, LoadError, MAX_MEMORY, PluginSpec, PolicyEngine};
 pub use plugin::{

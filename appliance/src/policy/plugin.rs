@@ -224,8 +224,11 @@ impl PluginVersion {
                 .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
             result.map_err(|err| {
                 // Its memory or globals may be half-updated: never call this instance again.
-                warm.remove(&self.id);
-                self.failed(&err)
+                let output = warm
+                    .remove(&self.id)
+                    .map(|w| w.store.data().output.take())
+                    .unwrap_or_default();
+                self.failed(&err, &output)
             })
         })
     }
@@ -253,14 +256,21 @@ impl PluginVersion {
         })
     }
 
-    fn failed(&self, err: &wasmtime::Error) -> CallError {
+    /// Classifies a failed call; `output` is what the plugin printed (a panic message, usually).
+    fn failed(&self, err: &wasmtime::Error, output: &str) -> CallError {
         if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
             self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-            CallError::Timeout
-        } else {
-            self.stats.traps.fetch_add(1, Ordering::Relaxed);
-            CallError::Trap(format!("{err:#}"))
+            return CallError::Timeout;
         }
+        self.stats.traps.fetch_add(1, Ordering::Relaxed);
+        let trap = err
+            .downcast_ref::<Trap>()
+            .map_or_else(|| format!("{err:#}"), Trap::to_string);
+        CallError::Trap(if output.is_empty() {
+            trap
+        } else {
+            format!("{trap}; it printed: {output}")
+        })
     }
 
     /// One call with harmless input, on a fresh instance: catches a plugin that cannot even start
