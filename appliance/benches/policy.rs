@@ -2,6 +2,9 @@
 //! the work the rate-limit phase adds to a request. Goal: p50 ≤ 1.5 µs.
 //! `cargo bench -p gatehouse --bench policy`
 
+// A bench reports on stdout.
+#![allow(clippy::print_stdout)]
+
 use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
