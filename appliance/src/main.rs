@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gatehouse::policy::{Inspection, PluginKind, tool};
 use gatehouse::{App, AppError, config, telemetry};
 
 /// A proxy allocates small objects per request on every worker: mimalloc is several times faster
@@ -37,8 +38,46 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Write, build and try policy plugins.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Create a plugin crate that builds, tests and loads as it is.
+    New {
+        /// rate-limit, cache-rules or recommendations.
+        kind: PluginKind,
+        /// Crate name: lowercase letters, digits, - and _.
+        name: String,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build the plugin crate to a component (needs the wasm32-wasip2 target) and check it loads.
+    Build {
+        /// The plugin crate.
+        #[arg(long, default_value = ".")]
+        path: PathBuf,
+    },
+    /// Run a fixture's calls on a component in the real host, with instructions counted.
+    Test {
+        /// The component (.wasm).
+        wasm: PathBuf,
+        /// JSON: {"config": .., "calls": [{"request": .., "response": .., "snapshot": .., "expect": ..}]}
+        #[arg(long)]
+        fixture: PathBuf,
+    },
+    /// Show what a component is and which grants it needs.
+    Inspect {
+        /// The component (.wasm).
+        wasm: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +87,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config.as_deref()),
         Command::Check { config } => check(&config),
+        Command::Policy { command } => return policy(command),
         Command::Version => {
             println!("gatehouse {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -79,4 +119,87 @@ fn check(file: &Path) -> Result<(), AppError> {
     App::new(loaded).check()?;
     println!("{}: ok", file.display());
     Ok(())
+}
+
+fn policy(command: PolicyCommand) -> ExitCode {
+    let result = match command {
+        PolicyCommand::New { kind, name, dir } => tool::new_plugin(kind, &name, &dir).map(|dir| {
+            println!("created {kind} plugin {}", dir.display());
+            println!(
+                "  cd {} && cargo test && gatehouse policy build",
+                dir.display()
+            );
+            true
+        }),
+        PolicyCommand::Build { path } => tool::build(&path).map(|built| {
+            println!(
+                "built {} ({} KiB)",
+                built.wasm.display(),
+                built.size.div_ceil(1024)
+            );
+            describe(&built.inspection, &built.wasm);
+            true
+        }),
+        PolicyCommand::Inspect { wasm } => tool::inspect(&wasm).map(|inspection| {
+            describe(&inspection, &wasm);
+            true
+        }),
+        PolicyCommand::Test { wasm, fixture } => tool::test(&wasm, &fixture).map(|outcomes| {
+            for outcome in &outcomes {
+                let verdict = if outcome.passed() { "ok  " } else { "FAIL" };
+                let result = match &outcome.result {
+                    Ok(value) => value.to_string(),
+                    Err(why) => format!("error: {why}"),
+                };
+                println!("{verdict} {}  {result}", outcome.input);
+                println!(
+                    "       fuel {}, {:.1?} metered",
+                    outcome.fuel, outcome.elapsed
+                );
+                if let (Some(expected), false) = (&outcome.expected, outcome.passed()) {
+                    println!("       expected {expected}");
+                }
+            }
+            let failed = outcomes.iter().filter(|o| !o.passed()).count();
+            println!("{} calls, {failed} failed", outcomes.len());
+            failed == 0
+        }),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(err) => {
+            eprintln!("gatehouse policy: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a component is, and the config that loads it.
+fn describe(inspection: &Inspection, wasm: &Path) {
+    let kind = inspection.kind.map_or_else(
+        || "none (exports no policy function)".into(),
+        |k| k.to_string(),
+    );
+    let grants: Vec<String> = inspection
+        .grants
+        .iter()
+        .map(|g| format!("{:?}", g.name()))
+        .collect();
+    println!("kind     {kind}");
+    println!("grants   {}", grants.join(", "));
+    println!("sha256   {}", inspection.sha256);
+    if let Some(kind) = inspection.kind {
+        let name = wasm.file_stem().map_or_else(
+            || "plugin".into(),
+            |s| s.to_string_lossy().replace('_', "-"),
+        );
+        let source = std::path::absolute(wasm).unwrap_or_else(|_| wasm.to_path_buf());
+        println!("\nin gatehouse.toml:\n");
+        println!(
+            "[plugins.{name}]\nkind = \"{kind}\"\nsource = {:?}",
+            source.display().to_string()
+        );
+        println!("grants = [{}]\nconfig = {{}}", grants.join(", "));
+    }
 }

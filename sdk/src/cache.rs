@@ -27,7 +27,7 @@
 )]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../policies/wit",
+        path: "wit",
         world: "cache-rules",
         pub_export_macro: true,
         export_macro_name: "export_cache_rules",

@@ -24,7 +24,7 @@
 )]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../policies/wit",
+        path: "wit",
         world: "rate-limit",
         pub_export_macro: true,
         export_macro_name: "export_rate_limit",

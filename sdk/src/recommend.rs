@@ -25,7 +25,7 @@
 )]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../policies/wit",
+        path: "wit",
         world: "recommendations",
         pub_export_macro: true,
         export_macro_name: "export_recommendations",

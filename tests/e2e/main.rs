@@ -11,6 +11,7 @@ mod config;
 mod lifecycle;
 mod malformed;
 mod policies;
+mod policy_tool;
 mod proxy;
 mod timeouts;
 mod tls;

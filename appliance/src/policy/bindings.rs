@@ -9,6 +9,7 @@ pub(crate) mod rate_limit {
     wasmtime::component::bindgen!({
         path: "../policies/wit",
         world: "rate-limit",
+        additional_derives: [serde::Serialize, serde::Deserialize],
     });
 }
 
@@ -16,6 +17,7 @@ pub(crate) mod cache_rules {
     wasmtime::component::bindgen!({
         path: "../policies/wit",
         world: "cache-rules",
+        additional_derives: [serde::Serialize, serde::Deserialize],
         with: {
             "gatehouse:policy/types": super::rate_limit::gatehouse::policy::types,
             "gatehouse:policy/request-headers": super::rate_limit::gatehouse::policy::request_headers,
@@ -31,6 +33,7 @@ pub(crate) mod recommendations {
     wasmtime::component::bindgen!({
         path: "../policies/wit",
         world: "recommendations",
+        additional_derives: [serde::Serialize, serde::Deserialize],
         with: {
             "gatehouse:policy/log": super::rate_limit::gatehouse::policy::log,
             "gatehouse:policy/clock": super::rate_limit::gatehouse::policy::clock,

@@ -44,6 +44,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use actix_web::http::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
     use actix_web::test::TestRequest;
 
     use super::*;
@@ -107,12 +108,26 @@ mod tests {
                 .unwrap(),
             RequestRule::Bypass
         ));
+        let ok = Response { status: 200 };
+        let none = HeaderMap::new();
         let rule = rules
-            .on_response(&request("GET"), &Response { status: 200 }, Some(&get))
+            .on_response(&request("GET"), &ok, &none, Some(&get))
             .unwrap();
         assert!(
             matches!(rule, ResponseRule::NoStore),
             "no freshness, no content type: not stored"
+        );
+        let mut css = HeaderMap::new();
+        css.insert(CONTENT_TYPE, HeaderValue::from_static("text/css"));
+        let ResponseRule::Store(store) = rules
+            .on_response(&request("GET"), &ok, &css, Some(&get))
+            .unwrap()
+        else {
+            panic!("CSS is stored")
+        };
+        assert_eq!(
+            store.ttl_ms, 31_536_000_000,
+            "the response's own headers reached the plugin"
         );
     }
 

@@ -76,6 +76,19 @@ pub enum LoadError {
     SmokeTest(String),
 }
 
+/// What [`PolicyEngine::inspect`] found.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// The kind its exports make it, if any.
+    pub kind: Option<PluginKind>,
+    /// The grants its imports need.
+    pub grants: BTreeSet<Grant>,
+    /// Everything it imports.
+    pub imports: Vec<String>,
+    /// sha256 of the wasm, hex.
+    pub sha256: String,
+}
+
 /// What to load.
 pub struct PluginSpec {
     /// Name in config.
@@ -98,12 +111,27 @@ pub struct PolicyEngine {
     /// Where compiled artifacts and plugin key-value data live (none in `gatehouse check`).
     store: Option<Arc<dyn StateStore>>,
     compatibility: u64,
+    /// Fuel per call when metering (`gatehouse policy test`): counts instructions.
+    fuel_budget: Option<u64>,
     _ticker: Ticker,
 }
+
+/// Fuel a metered call may use: far more than any policy needs, so the deadline still decides.
+const FUEL_BUDGET: u64 = 10_000_000_000;
 
 impl PolicyEngine {
     /// An engine with the pooling allocator, epoch interruption and the host interfaces linked.
     pub fn new(store: Option<Arc<dyn StateStore>>) -> Result<Self, LoadError> {
+        Self::build(store, false)
+    }
+
+    /// Like [`PolicyEngine::new`], but every call also counts its fuel (about one unit per wasm
+    /// instruction, in [`super::PluginStats::fuel`]): for `gatehouse policy test`, not serving.
+    pub fn metered() -> Result<Self, LoadError> {
+        Self::build(None, true)
+    }
+
+    fn build(store: Option<Arc<dyn StateStore>>, metered: bool) -> Result<Self, LoadError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(256);
         pool.total_core_instances(1024);
@@ -116,6 +144,7 @@ impl PolicyEngine {
         // On by default in 48.x and several times slower for synchronous calls; we need no async.
         config.concurrency_support(false);
         config.epoch_interruption(true);
+        config.consume_fuel(metered);
         config.max_wasm_stack(MAX_WASM_STACK);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(format!("{e:#}")))?;
@@ -131,6 +160,7 @@ impl PolicyEngine {
             linker,
             store,
             compatibility,
+            fuel_budget: metered.then_some(FUEL_BUDGET),
             _ticker: ticker,
         })
     }
@@ -185,11 +215,51 @@ impl PolicyEngine {
             prepared,
             self.engine.clone(),
             deadline_ticks,
+            self.fuel_budget,
         ));
         version
             .smoke_test()
             .map_err(|e| LoadError::SmokeTest(e.to_string()))?;
         Ok(version)
+    }
+
+    /// What a component is, without loading it as a plugin: the kind its exports make it, and the
+    /// grants its imports need.
+    pub fn inspect(&self, wasm: &[u8]) -> Result<Inspection, LoadError> {
+        let component = self.component(wasm, &hex(&Sha256::digest(wasm)))?;
+        let ty = component.component_type();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let kind = if exports.iter().any(|e| e == "decide") {
+            Some(PluginKind::RateLimit)
+        } else if exports.iter().any(|e| e == "on-request") {
+            Some(PluginKind::CacheRules)
+        } else if exports.iter().any(|e| e == "recommend") {
+            Some(PluginKind::Recommendations)
+        } else {
+            None
+        };
+        let imports: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let grants = Grant::ALL
+            .into_iter()
+            .filter(|g| {
+                imports.iter().any(|i| {
+                    i.strip_prefix("gatehouse:policy/")
+                        .is_some_and(|r| r.starts_with(&format!("{}@", g.interface())))
+                })
+            })
+            .collect();
+        Ok(Inspection {
+            kind,
+            grants,
+            imports,
+            sha256: hex(&Sha256::digest(wasm)),
+        })
     }
 
     /// The compiled component: from the artifact cache when this engine compiled these exact

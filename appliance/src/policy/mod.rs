@@ -18,8 +18,9 @@ mod plugin;
 mod registry;
 mod settings;
 mod stdio;
+pub mod tool;
 
-pub use engine::{CONTRACT_VERSION, LoadError, MAX_MEMORY, PluginSpec, PolicyEngine};
+pub use engine::{CONTRACT_VERSION, Inspection, LoadError, MAX_MEMORY, PluginSpec, PolicyEngine};
 pub use plugin::{
     CallError, Fallback, Plugin, PluginKind, PluginStats, PluginVersion, Request, cache_types,
     rate_limit_types, recommend_types,

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use actix_web::HttpRequest;
+use actix_web::http::header::HeaderMap;
 use arc_swap::ArcSwap;
 use wasmtime::{Engine, Store, Trap};
 
@@ -45,6 +46,17 @@ impl fmt::Display for PluginKind {
             Self::CacheRules => "cache-rules",
             Self::Recommendations => "recommendations",
         })
+    }
+}
+
+impl std::str::FromStr for PluginKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        [Self::RateLimit, Self::CacheRules, Self::Recommendations]
+            .into_iter()
+            .find(|kind| kind.to_string() == text)
+            .ok_or_else(|| format!("{text:?}: expected rate-limit, cache-rules or recommendations"))
     }
 }
 
@@ -96,6 +108,8 @@ pub struct PluginStats {
     pub timeouts: AtomicU64,
     /// Time spent in calls, in nanoseconds.
     pub nanos: AtomicU64,
+    /// Fuel used by calls (about one unit per wasm instruction), when the engine meters.
+    pub fuel: AtomicU64,
 }
 
 /// One loaded version of a plugin.
@@ -110,6 +124,8 @@ pub struct PluginVersion {
     prepared: Prepared,
     engine: Engine,
     deadline_ticks: u64,
+    /// Whether calls are metered with fuel (`gatehouse policy test`), and the budget of one.
+    fuel_budget: Option<u64>,
     /// Its counters.
     pub stats: PluginStats,
 }
@@ -133,6 +149,7 @@ impl PluginVersion {
         prepared: Prepared,
         engine: Engine,
         deadline_ticks: u64,
+        fuel_budget: Option<u64>,
     ) -> Self {
         Self {
             id: next_version_id(),
@@ -142,6 +159,7 @@ impl PluginVersion {
             prepared,
             engine,
             deadline_ticks,
+            fuel_budget,
             stats: PluginStats::default(),
         }
     }
@@ -175,15 +193,21 @@ impl PluginVersion {
         })
     }
 
-    /// Whether and how long to store a response.
+    /// Whether and how long to store a response with these `headers`.
     pub fn on_response(
         self: &Arc<Self>,
         request: &Request,
         response: &cache_types::Response,
+        headers: &HeaderMap,
         http: Option<&HttpRequest>,
     ) -> Result<cache_types::ResponseRule, CallError> {
         self.call(http, |store, instance| match instance {
-            Instance::CacheRules(plugin) => plugin.call_on_response(store, request, *response),
+            Instance::CacheRules(plugin) => {
+                store.data_mut().response_headers = Some(headers.clone());
+                let rule = plugin.call_on_response(&mut *store, request, *response);
+                store.data_mut().response_headers = None;
+                rule
+            }
             _ => unreachable!("cache-rules plugins are prepared as cache-rules instances"),
         })
     }
@@ -215,9 +239,16 @@ impl PluginVersion {
             let entry = warm.get_mut(&self.id).expect("inserted above");
             entry.store.data_mut().request = http.cloned();
             entry.store.set_epoch_deadline(self.deadline_ticks);
+            if let Some(budget) = self.fuel_budget {
+                let _ = entry.store.set_fuel(budget);
+            }
             let started = Instant::now();
             let result = body(&mut entry.store, &entry.instance);
             entry.store.data_mut().request = None;
+            if let Some(budget) = self.fuel_budget {
+                let used = budget - entry.store.get_fuel().unwrap_or(0);
+                self.stats.fuel.fetch_add(used, Ordering::Relaxed);
+            }
             self.stats.calls.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .nanos
@@ -235,8 +266,11 @@ impl PluginVersion {
 
     fn instantiate(self: &Arc<Self>) -> Result<Warm, CallError> {
         let mut store = PolicyEngine::store(&self.engine, &self.settings);
-        // Instantiation runs the component's start-up code: under the same deadline as a call.
+        // Instantiation runs the component's start-up code: under the same limits as a call.
         store.set_epoch_deadline(self.deadline_ticks);
+        if let Some(budget) = self.fuel_budget {
+            let _ = store.set_fuel(budget);
+        }
         let failed = |e: wasmtime::Error| CallError::Instantiate(format!("{e:#}"));
         let instance = match &self.prepared {
             Prepared::RateLimit(pre) => {
@@ -258,7 +292,10 @@ impl PluginVersion {
 
     /// Classifies a failed call; `output` is what the plugin printed (a panic message, usually).
     fn failed(&self, err: &wasmtime::Error, output: &str) -> CallError {
-        if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        if matches!(
+            err.downcast_ref::<Trap>(),
+            Some(Trap::Interrupt | Trap::OutOfFuel)
+        ) {
             self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
             return CallError::Timeout;
         }
@@ -288,7 +325,8 @@ impl PluginVersion {
             PluginKind::RateLimit => self.decide(&request, None).map(drop),
             PluginKind::CacheRules => {
                 self.on_request(&request, None)?;
-                self.on_response(&request, &cache_types::Response { status: 200 }, None)
+                let response = cache_types::Response { status: 200 };
+                self.on_response(&request, &response, &HeaderMap::new(), None)
                     .map(drop)
             }
             PluginKind::Recommendations => {
