@@ -4,6 +4,7 @@
 //! Lifecycle of every subsystem: config → validate ([`App::check`]) → start → reload (validate
 //! first, then swap) → drain and stop.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
@@ -18,6 +19,7 @@ use crate::edge::finish::Finish;
 use crate::edge::redirect::Redirect;
 use crate::edge::tls::{self, CertResolver};
 use crate::edge::{self, EdgeState};
+use crate::file_stamp::FileStamp;
 use crate::monitor::health::{BoundAddrs, HealthSources};
 use crate::policy::{self, Plugins, PolicyEngine};
 use crate::store::{self, SledStore, Store, Tree};
@@ -108,6 +110,8 @@ impl App {
                     .error(&[Problem::new("state.dir", err.to_string())])
             })?,
         );
+        // Stamped before loading: an edit made meanwhile is then seen as a change.
+        let plugin_stamps = policy::source_stamps(&config.plugins);
         let (policy, plugins) = load_plugins(&self.loaded, Some(Arc::clone(&store)))?;
         let instance = instance_id(store.as_ref());
         let edge = Arc::new(EdgeState::new(config, plugins, instance));
@@ -119,6 +123,7 @@ impl App {
             edge,
             store,
             policy,
+            plugin_stamps,
             tls: provisioned.tls,
             addrs: addrs.clone(),
             control: control.clone(),
@@ -242,6 +247,10 @@ fn instance_id(store: &dyn Store) -> u64 {
     id
 }
 
+/// How often plugin files are checked for a new build: a stat per file, cheap enough to make a
+/// `cargo build` go live within a second.
+const PLUGIN_POLL: Duration = Duration::from_secs(1);
+
 /// HTTP/2 receive window per stream.
 const H2_STREAM_WINDOW: u32 = 1024 * 1024;
 /// HTTP/2 receive window per connection.
@@ -311,6 +320,8 @@ struct Serving {
     store: Arc<dyn Store>,
     /// The policy engine, once any plugin has been configured.
     policy: Option<Arc<PolicyEngine>>,
+    /// The plugin files as last loaded, polled for new builds.
+    plugin_stamps: BTreeMap<String, Option<FileStamp>>,
     tls: Option<Arc<CertResolver>>,
     addrs: BoundAddrs,
     control: UnboundedSender<Control>,
@@ -350,7 +361,17 @@ impl Serving {
             }
             let _ = started.send(Ok(()));
 
-            while let Some(message) = inbox.recv().await {
+            let mut plugin_poll = tokio::time::interval(PLUGIN_POLL);
+            plugin_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let message = tokio::select! {
+                    message = inbox.recv() => message,
+                    _ = plugin_poll.tick() => {
+                        self.reload_changed_plugins();
+                        continue;
+                    }
+                };
+                let Some(message) = message else { break };
                 match message {
                     Control::Reload(reply) => {
                         let result = self.reload();
@@ -504,8 +525,33 @@ impl Serving {
         for group in self.edge.apply(&next.config, plugins) {
             spawn_checks(&group);
         }
+        self.plugin_stamps = policy::source_stamps(&next.config.plugins);
         self.loaded = next;
         Ok(())
+    }
+
+    /// Loads the plugins whose files changed since they were loaded, and swaps each in. A file
+    /// that does not load (a broken build, or one still being written) is refused with the
+    /// error logged; the version in use keeps serving.
+    fn reload_changed_plugins(&mut self) {
+        let stamps = policy::source_stamps(&self.loaded.config.plugins);
+        if stamps == self.plugin_stamps {
+            return;
+        }
+        self.plugin_stamps = stamps;
+        let Some(engine) = &self.policy else { return };
+        let config = &self.loaded.config;
+        match self.edge.runtime().plugins.prepare(engine, &config.plugins) {
+            Ok(prepared) => {
+                for group in self.edge.apply(config, prepared.commit()) {
+                    spawn_checks(&group);
+                }
+            }
+            Err(problems) => error!(
+                "a plugin file changed but cannot be loaded; the running version stays:\n{}",
+                self.loaded.error(&problems)
+            ),
+        }
     }
 
     /// Loads the plugins of `next` that are new or changed (the engine is created the first time

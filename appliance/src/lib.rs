@@ -16,6 +16,7 @@ mod admin;
 pub mod app;
 pub mod config;
 pub mod edge;
+mod file_stamp;
 pub mod monitor;
 pub mod policy;
 pub mod store;

@@ -129,6 +129,25 @@ pub fn config() -> String {
     imp::config()
 }
 
+/// The plugin's configuration parsed as JSON (grant `config`). Keep it in a `OnceLock`: it is
+/// the same for the life of an instance.
+///
+/// # Panics
+/// When it does not parse. Panic at load, not per request: gatehouse calls every plugin once
+/// before it goes live, so a bad config is refused then, with this message.
+pub fn config_json<T: serde::de::DeserializeOwned>() -> T {
+    parse_config(&config())
+}
+
+/// What [`config_json`] makes of `text`; an empty config reads as `{}`.
+///
+/// # Panics
+/// When `text` is not valid JSON for `T`, with serde's message (field, line, column).
+pub fn parse_config<T: serde::de::DeserializeOwned>(text: &str) -> T {
+    let text = if text.trim().is_empty() { "{}" } else { text };
+    serde_json::from_str(text).unwrap_or_else(|err| panic!("invalid plugin config: {err}"))
+}
+
 /// The plugin's private key-value store, kept across restarts (grant `kv`).
 pub mod kv {
     pub use super::KvError;

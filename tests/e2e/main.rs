@@ -8,6 +8,7 @@ mod support;
 
 mod balancing;
 mod config;
+mod example_plugins;
 mod lifecycle;
 mod malformed;
 mod policies;

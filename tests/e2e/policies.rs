@@ -157,3 +157,106 @@ async fn failure_cases() {
         }
     }
 }
+
+/// A plugin file rewritten by a new build goes live within a poll, with requests flowing all the
+/// while; a broken file is refused and the running version keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_plugin_build_swaps_in_under_load_without_a_failed_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let default_build = root.join("policies/dist/rate-limit.wasm");
+    let tiered_build = root.join("examples/plugins/dist/tiered-quotas.wasm");
+    let upstream = Upstream::start("a").await;
+    let plugins = tempfile::tempdir().unwrap();
+    let plugin = plugins.path().join("limits.wasm");
+    std::fs::copy(&default_build, &plugin).unwrap();
+    let gatehouse = Arc::new(Gatehouse::start(&format!(
+        "[plugins.limits]\nkind = \"rate-limit\"\nsource = \"{}\"\n\n[[routes]]\npath = \"/\"\nupstream = \"app\"\nrate_limit = \"limits\"\n\n[upstreams.app]\nservers = [\"{}\"]\n",
+        plugin.display(),
+        upstream.addr
+    )));
+
+    // Every request has a key of its own (`ent_` is the tiered plugin's top tier), so no quota
+    // runs out: anything but 200 is a failure of the swap.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|task| {
+            let (gatehouse, stop) = (Arc::clone(&gatehouse), Arc::clone(&stop));
+            tokio::spawn(async move {
+                let http = client(None);
+                let (mut sent, mut failures) = (0, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("ent_{task}_{sent}");
+                    match http
+                        .get(gatehouse.url("/"))
+                        .header("x-api-key", key)
+                        .send()
+                        .await
+                    {
+                        Ok(response) if response.status() == 200 => {}
+                        Ok(response) => failures.push(response.status().to_string()),
+                        Err(err) => failures.push(err.to_string()),
+                    }
+                    sent += 1;
+                }
+                (sent, failures)
+            })
+        })
+        .collect();
+
+    let policy_in_use = || async {
+        let response = client(None)
+            .get(gatehouse.url("/"))
+            .header("x-api-key", "ent_probe")
+            .send()
+            .await
+            .unwrap();
+        let policy = response.headers()["ratelimit-policy"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        policy
+            .split(';')
+            .next()
+            .unwrap()
+            .trim_matches('"')
+            .to_string()
+    };
+    let becomes = |name: &'static str| async move {
+        crate::support::eventually(std::time::Duration::from_secs(10), name, || async {
+            policy_in_use().await == name
+        })
+        .await
+    };
+    assert_eq!(policy_in_use().await, "default");
+    std::fs::copy(&tiered_build, &plugin).unwrap();
+    becomes("enterprise").await;
+
+    std::fs::write(&plugin, b"\0asm but not really").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        policy_in_use().await,
+        "enterprise",
+        "a broken build is refused"
+    );
+
+    std::fs::copy(&default_build, &plugin).unwrap();
+    becomes("default").await;
+
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for task in load {
+        let (sent, failures) = task.await.unwrap();
+        assert!(
+            failures.is_empty(),
+            "failed requests during the swaps: {failures:?}"
+        );
+        total += sent;
+    }
+    assert!(
+        total > 100,
+        "only {total} requests were sent during the swaps"
+    );
+}

@@ -2,10 +2,8 @@
 //! that is swapped in place when its files change (or on SIGHUP). New handshakes get the new
 //! certificate; established connections are not touched.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
@@ -17,6 +15,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tracing::{info, warn};
 
 use crate::config::TlsConfig;
+use crate::file_stamp::FileStamp;
 
 /// Why a certificate or key cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -91,18 +90,13 @@ struct Files {
     stamp: Option<Stamp>,
 }
 
-/// What changes when a file is rewritten or replaced (including symlink flips, which inotify
-/// misses: hence polling).
+/// The stamps of the certificate and key files.
 #[derive(Debug, Clone, PartialEq)]
-struct Stamp([(Option<SystemTime>, u64, u64); 2]);
+struct Stamp([FileStamp; 2]);
 
 impl Stamp {
     fn of(cert: &Path, key: &Path) -> Option<Self> {
-        let one = |path: &Path| {
-            let meta = std::fs::metadata(path).ok()?;
-            Some((meta.modified().ok(), meta.len(), meta.ino()))
-        };
-        Some(Self([one(cert)?, one(key)?]))
+        Some(Self([FileStamp::of(cert)?, FileStamp::of(key)?]))
     }
 }
 

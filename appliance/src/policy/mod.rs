@@ -25,5 +25,5 @@ pub use plugin::{
     CallError, Fallback, Plugin, PluginKind, PluginStats, PluginVersion, Request, cache_types,
     rate_limit_types, recommend_types,
 };
-pub use registry::{Plugins, Prepared};
+pub use registry::{Plugins, Prepared, source_stamps};
 pub use settings::{Grant, Limits};

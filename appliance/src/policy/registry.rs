@@ -4,15 +4,18 @@
 //! rollback. Loading happens first and may fail; swapping happens only once everything loaded.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use tracing::info;
 
 use super::builtin;
 use super::engine::{PluginSpec, PolicyEngine};
 use super::plugin::{Plugin, PluginVersion};
 use super::settings::Limits;
 use crate::config::{PluginConfig, Problem};
+use crate::file_stamp::FileStamp;
 
 /// Loaded plugins by name.
 #[derive(Default)]
@@ -110,6 +113,7 @@ impl Prepared {
             .into_iter()
             .map(|(name, (entry, swap))| {
                 if let Some(version) = swap {
+                    info!(plugin = %name, sha256 = %version.sha256, "new plugin version in use");
                     entry.plugin.swap(version);
                 }
                 (name, entry)
@@ -117,6 +121,18 @@ impl Prepared {
             .collect();
         Plugins { by_name }
     }
+}
+
+/// The stamps of the plugins' files (built-ins have none), to notice a new build of a plugin
+/// without a config reload.
+pub fn source_stamps(
+    configs: &BTreeMap<String, PluginConfig>,
+) -> BTreeMap<String, Option<FileStamp>> {
+    configs
+        .iter()
+        .filter(|(_, config)| !config.source.starts_with("builtin:"))
+        .map(|(name, config)| (name.clone(), FileStamp::of(Path::new(&config.source))))
+        .collect()
 }
 
 /// The component bytes of `source`: a built-in, or a file.

@@ -69,14 +69,7 @@ const CACHEABLE: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 
 
 fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
-    CONFIG.get_or_init(|| parse(&gatehouse_sdk::host::config()))
-}
-
-fn parse(text: &str) -> Config {
-    if text.trim().is_empty() {
-        return Config::default();
-    }
-    serde_json::from_str(text).unwrap_or_else(|err| panic!("invalid cache-rules config: {err}"))
+    CONFIG.get_or_init(gatehouse_sdk::host::config_json)
 }
 
 struct DefaultCacheRules;
@@ -227,6 +220,7 @@ fn tags(response: &Response) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatehouse_sdk::host::parse_config;
     use gatehouse_sdk::testing::MockHost;
 
     fn get(method: &str) -> Request {
@@ -241,12 +235,12 @@ mod tests {
     }
 
     fn on_request(host: &mut MockHost, method: &str) -> RequestRule {
-        let config = parse(&host.config);
+        let config = parse_config(&host.config);
         host.run(|| DefaultCacheRules::on_request_with(&config, &get(method)))
     }
 
     fn on_response(host: &mut MockHost, status: u16) -> ResponseRule {
-        let config = parse(&host.config);
+        let config = parse_config(&host.config);
         host.run(|| DefaultCacheRules::on_response_with(&config, &get("GET"), &Response { status }))
     }
 

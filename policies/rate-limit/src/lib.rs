@@ -68,14 +68,7 @@ impl QuotaConfig {
 /// the plugin traps, so gatehouse refuses it at load (smoke test) with the message.
 fn config() -> &'static Config {
     static CONFIG: OnceLock<Config> = OnceLock::new();
-    CONFIG.get_or_init(|| parse(&gatehouse_sdk::host::config()))
-}
-
-fn parse(text: &str) -> Config {
-    if text.trim().is_empty() {
-        return serde_json::from_str("{}").expect("empty config");
-    }
-    serde_json::from_str(text).unwrap_or_else(|err| panic!("invalid rate-limit config: {err}"))
+    CONFIG.get_or_init(gatehouse_sdk::host::config_json)
 }
 
 struct DefaultRateLimit;
@@ -105,6 +98,7 @@ gatehouse_sdk::rate_limit_policy!(DefaultRateLimit);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatehouse_sdk::host::parse_config;
     use gatehouse_sdk::testing::MockHost;
 
     fn request(route: &str) -> Request {
@@ -119,7 +113,7 @@ mod tests {
     }
 
     fn decide(host: &mut MockHost, route: &str) -> Decision {
-        let config = parse(&host.config);
+        let config = parse_config(&host.config);
         host.run(|| DefaultRateLimit::decide_with(&config, &request(route)))
     }
 
@@ -164,8 +158,8 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "invalid rate-limit config")]
+    #[should_panic(expected = "invalid plugin config")]
     fn a_bad_config_is_refused() {
-        parse(r#"{"defualt": {}}"#);
+        parse_config::<Config>(r#"{"defualt": {}}"#);
     }
 }

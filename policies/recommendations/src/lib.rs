@@ -48,14 +48,7 @@ impl Default for Thresholds {
 
 fn thresholds() -> &'static Thresholds {
     static THRESHOLDS: OnceLock<Thresholds> = OnceLock::new();
-    THRESHOLDS.get_or_init(|| parse(&gatehouse_sdk::host::config()))
-}
-
-fn parse(text: &str) -> Thresholds {
-    if text.trim().is_empty() {
-        return Thresholds::default();
-    }
-    serde_json::from_str(text).unwrap_or_else(|err| panic!("invalid recommendations config: {err}"))
+    THRESHOLDS.get_or_init(gatehouse_sdk::host::config_json)
 }
 
 fn advice(
@@ -212,6 +205,7 @@ gatehouse_sdk::recommend_policy!(DefaultRecommendations);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatehouse_sdk::host::parse_config;
     use gatehouse_sdk::recommend::{Pool, Query};
 
     fn quiet() -> Snapshot {
@@ -322,7 +316,7 @@ mod tests {
         snapshot.traffic.push(idle);
         assert!(ids(&snapshot).is_empty());
         snapshot.cpu_percent = 75.0;
-        let relaxed = parse(r#"{"cpu_percent": 80}"#);
+        let relaxed = parse_config::<Thresholds>(r#"{"cpu_percent": 80}"#);
         assert!(DefaultRecommendations::recommend_with(&relaxed, &snapshot).is_empty());
     }
 }

@@ -43,6 +43,8 @@ cache-rules = []
 recommendations = []
 
 [dependencies]
+serde = "1.0.229"
+serde_json = "1.0.154"
 wit-bindgen = "0.63.0"
 "#;
 

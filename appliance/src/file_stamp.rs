@@ -1,0 +1,49 @@
+//! Noticing that a file changed, by polling its metadata. Polling catches what inotify misses:
+//! a symlink flipped to a new target (certbot's `live/`, Kubernetes secret volumes) and files
+//! replaced by rename, and it needs no watcher thread.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::SystemTime;
+
+/// What changes when a file is rewritten or replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+impl FileStamp {
+    /// The stamp of the file at `path` (following symlinks); `None` when it cannot be read.
+    pub fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            inode: meta.ino(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewriting_or_replacing_a_file_changes_its_stamp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plugin.wasm");
+        assert_eq!(FileStamp::of(&path), None);
+        std::fs::write(&path, b"one").unwrap();
+        let first = FileStamp::of(&path).unwrap();
+        assert_eq!(FileStamp::of(&path), Some(first));
+        std::fs::write(&path, b"three").unwrap();
+        let rewritten = FileStamp::of(&path).unwrap();
+        assert_ne!(rewritten, first, "length changed");
+        let replacement = dir.path().join("next.wasm");
+        std::fs::write(&replacement, b"three").unwrap();
+        std::fs::rename(&replacement, &path).unwrap();
+        assert_ne!(FileStamp::of(&path).unwrap(), rewritten, "inode changed");
+    }
+}
