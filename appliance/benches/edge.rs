@@ -43,6 +43,7 @@ fn routing(c: &mut Criterion) {
             upstream: "app".into(),
             strip_prefix: false,
             rate_limit: None,
+            cache: None,
         })
         .collect();
     let router = Router::new(&routes, &groups, &Plugins::default());

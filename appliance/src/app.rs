@@ -599,6 +599,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("admin", old.admin != new.admin),
         ("state", old.state != new.state),
         ("log.format", old.log.format != new.log.format),
+        ("cache.memory", old.cache.memory != new.cache.memory),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

@@ -7,6 +7,7 @@
 mod support;
 
 mod balancing;
+mod cache;
 mod config;
 mod example_plugins;
 mod lifecycle;

@@ -42,8 +42,10 @@ pub struct Config {
     /// Upstream groups by name.
     /// Default: `app` with one server, 127.0.0.1:3000.
     pub upstreams: BTreeMap<String, UpstreamConfig>,
-    /// Policy plugins by name, bound to routes with `rate_limit`. Default: none.
+    /// Policy plugins by name, bound to routes with `rate_limit` and `cache`. Default: none.
     pub plugins: BTreeMap<String, PluginConfig>,
+    /// The response cache of routes that name a cache-rules plugin.
+    pub cache: CacheConfig,
     /// PostgreSQL pooler knobs, under the reference deployment's names.
     pub pool: PoolConfig,
     /// Monitoring switch (`ENABLE_PERFORMANCE_MONITORING`).
@@ -66,6 +68,7 @@ impl Default for Config {
                 upstream: DEFAULT_UPSTREAM.into(),
                 strip_prefix: false,
                 rate_limit: None,
+                cache: None,
             }],
             upstreams: BTreeMap::from([(
                 DEFAULT_UPSTREAM.to_string(),
@@ -75,6 +78,7 @@ impl Default for Config {
                 },
             )]),
             plugins: BTreeMap::new(),
+            cache: CacheConfig::default(),
             pool: PoolConfig::default(),
             monitoring: MonitoringConfig::default(),
             redis: RedisConfig::default(),
@@ -281,6 +285,10 @@ pub struct RouteConfig {
     /// Default: none (no rate limit).
     #[serde(default)]
     pub rate_limit: Option<String>,
+    /// Name of the cache-rules plugin (in `[plugins]`) that decides what this route caches.
+    /// Default: none (nothing cached).
+    #[serde(default)]
+    pub cache: Option<String>,
 }
 
 impl RouteConfig {
@@ -566,6 +574,35 @@ pub struct MonitoringConfig {
 impl Default for MonitoringConfig {
     fn default() -> Self {
         Self { enabled: true }
+    }
+}
+
+/// The response cache.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Bytes the memory tier may hold (bodies, headers and keys); the least used entries are
+    /// evicted beyond it. Default `"256 MiB"` (the reference deployment's Redis cache).
+    pub memory: ByteSize,
+    /// Largest response body stored; bigger ones stream through uncached. Default `"8 MiB"`.
+    pub max_entry: ByteSize,
+    /// Response header that says what the cache did: HIT, MISS, BYPASS. Empty for none.
+    /// Default `"X-Cache"`.
+    pub status_header: String,
+    /// How long a request waits for another one already fetching the same key before going
+    /// to the upstream itself (nginx's `proxy_cache_lock_timeout`). Default `"5s"`.
+    #[serde(with = "durations")]
+    pub coalesce_timeout: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            memory: ByteSize::mib(256),
+            max_entry: ByteSize::mib(8),
+            status_header: "X-Cache".into(),
+            coalesce_timeout: Duration::from_secs(5),
+        }
     }
 }
 

@@ -163,21 +163,23 @@ impl Config {
                 problems.push(Problem::new(&key(&format!("hosts.{i}")), why));
             }
         }
-        if let Some(name) = &route.rate_limit {
+        for (binding, name, kind) in [
+            ("rate_limit", &route.rate_limit, PluginKind::RateLimit),
+            ("cache", &route.cache, PluginKind::CacheRules),
+        ] {
+            let Some(name) = name else { continue };
             match self.plugins.get(name) {
                 None => problems.push(Problem::new(
-                    &key("rate_limit"),
+                    &key(binding),
                     format!("no plugin named {name:?} in [plugins]"),
                 )),
-                Some(plugin) if plugin.kind != PluginKind::RateLimit => {
-                    problems.push(Problem::new(
-                        &key("rate_limit"),
-                        format!(
-                            "plugin {name:?} is a {} plugin, not a rate-limit plugin",
-                            plugin.kind
-                        ),
-                    ))
-                }
+                Some(plugin) if plugin.kind != kind => problems.push(Problem::new(
+                    &key(binding),
+                    format!(
+                        "plugin {name:?} is a {} plugin, not a {kind} plugin",
+                        plugin.kind
+                    ),
+                )),
                 Some(_) => {}
             }
         }

@@ -7,16 +7,18 @@
 //! | 1 | validate | [`validate`] | refuses what must not reach routing: a foreign absolute-form target (400); actix-http already refused malformed heads (400), oversized heads (431) and smuggling attempts (400) |
 //! | 2 | route | [`router`] | host, then longest path prefix; no match is 404 |
 //! | 3 | rate limit | [`ratelimit`] | the route's rate-limit plugin decides the key and quota, GCRA counts; over the quota is 429 (no plugin: nothing) |
-//! | 4 | upstream | [`proxy`] | picks a server (balancing, health, ejection), forwards with timeouts and bounded retries, streams bodies both ways |
-//! | 5 | finish | [`finish`] | when the response body has ended: the access-log line, and the request leaves the in-flight count the drain waits for |
+//! | 4 | cache | [`cache`] | the route's cache-rules plugin decides the key; a fresh entry answers; a miss goes on, coalesced, and its response may be stored (no plugin: nothing) |
+//! | 5 | upstream | [`proxy`] | picks a server (balancing, health, ejection), forwards with timeouts and bounded retries, streams bodies both ways |
+//! | 6 | finish | [`finish`] | when the response body has ended: the access-log line, and the request leaves the in-flight count the drain waits for |
 //!
-//! The response cache (around upstream), response headers and compression (on the way back up)
-//! slot in as their own modules in this order.
+//! Response headers and compression (on the way back up) slot in as their own modules.
 //!
 //! This module owns the request path and must not block: no file or store I/O per request.
 
+pub mod cache;
 pub mod error;
 pub mod finish;
+mod plugin_call;
 pub(crate) mod proxy;
 pub mod ratelimit;
 pub(crate) mod redirect;
@@ -32,6 +34,7 @@ use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use arc_swap::ArcSwap;
 
+use self::cache::{CacheSettings, Lookup, ResponseCache};
 use self::error::EdgeError;
 use self::finish::{ActiveRequests, RequestNotes};
 use self::proxy::{UpstreamBody, UpstreamOutcome, X_REQUEST_ID};
@@ -51,6 +54,8 @@ pub struct EdgeState {
     active: Arc<ActiveRequests>,
     /// Rate-limit counts, kept across reloads.
     gcra: Gcra,
+    /// Stored responses, kept across reloads.
+    cache: ResponseCache,
 }
 
 /// One config generation of the edge.
@@ -65,6 +70,8 @@ pub struct EdgeRuntime {
     pub access_log: AccessLogFormat,
     /// Policy plugins by name.
     pub plugins: Plugins,
+    /// How the cache phase behaves.
+    pub cache: CacheSettings,
 }
 
 impl EdgeRuntime {
@@ -89,6 +96,7 @@ impl EdgeRuntime {
             health_path: config.edge.health_path.clone(),
             access_log: config.log.access,
             plugins,
+            cache: CacheSettings::new(&config.cache),
         };
         (runtime, fresh)
     }
@@ -103,7 +111,13 @@ impl EdgeState {
             ids: RequestIds::new(instance),
             active: Arc::default(),
             gcra: Gcra::default(),
+            cache: ResponseCache::new(&config.cache),
         }
+    }
+
+    /// The response cache.
+    pub fn cache(&self) -> &ResponseCache {
+        &self.cache
     }
 
     /// Requests in flight.
@@ -149,10 +163,11 @@ pub(crate) async fn handle(
     let request_id = state.ids.for_request(req.headers());
     let mut outcome = UpstreamOutcome::default();
 
+    let plugin_request = (route.rate_limit.is_some() || route.cache.is_some())
+        .then(|| plugin_call::request(&req, host, &route.name));
     let mut limit_fields = None;
-    if let Some(plugin) = &route.rate_limit {
-        let client_ip = req.peer_addr().map(|addr| addr.ip());
-        match ratelimit::apply(plugin, &state.gcra, &req, host, &route.name, client_ip) {
+    if let (Some(plugin), Some(request)) = (&route.rate_limit, &plugin_request) {
+        match ratelimit::apply(plugin, &state.gcra, &req, request) {
             Outcome::Continue(fields) => limit_fields = fields,
             Outcome::Answer(answer) => {
                 let answer = answer.map_body(|_, body| UpstreamBody::right(body));
@@ -161,17 +176,55 @@ pub(crate) async fn handle(
         }
     }
 
-    let mut response = match proxy::forward(&req, payload, route, &request_id, &mut outcome).await {
-        Ok(response) => response,
+    let (mut cache_status, mut fill) = (None, None);
+    if let (Some(plugin), Some(request)) = (&route.cache, plugin_request) {
+        match cache::lookup(&state.cache, &runtime.cache, plugin, &req, request, host).await {
+            Lookup::Answer(answer, status) => {
+                let mut answer = answer.map_body(|_, body| UpstreamBody::right(body));
+                if let Some(status) = status {
+                    runtime.cache.mark(&mut answer, status);
+                }
+                add_headers(&mut answer, limit_fields);
+                return complete(&req, &runtime, route, request_id, outcome, answer);
+            }
+            Lookup::Upstream(status, to_fill) => (cache_status, fill) = (Some(status), to_fill),
+        }
+    }
+
+    let identity = fill.is_some();
+    let mut response = match proxy::forward(
+        &req,
+        payload,
+        route,
+        &request_id,
+        identity,
+        &mut outcome,
+    )
+    .await
+    {
+        Ok(response) => match fill {
+            Some(fill) => fill.store(&state.cache, &runtime.cache, &req, response),
+            None => response,
+        },
         Err(err) => {
             tracing::debug!(route = %route.name, source = ?err.source(), error = %err, "request failed");
             refuse(err)
         }
     };
-    for (name, value) in limit_fields.into_iter().flatten() {
+    if let Some(status) = cache_status {
+        runtime.cache.mark(&mut response, status);
+    }
+    add_headers(&mut response, limit_fields);
+    complete(&req, &runtime, route, request_id, outcome, response)
+}
+
+fn add_headers<B>(
+    response: &mut HttpResponse<B>,
+    headers: Option<[(actix_web::http::header::HeaderName, HeaderValue); 2]>,
+) {
+    for (name, value) in headers.into_iter().flatten() {
         response.headers_mut().insert(name, value);
     }
-    complete(&req, &runtime, route, request_id, outcome, response)
 }
 
 /// What every routed answer gets: the request id, and the notes the access log reads.

@@ -25,6 +25,8 @@ pub struct Route {
     pub group: Arc<UpstreamGroup>,
     /// The plugin that decides its rate limits.
     pub rate_limit: Option<Arc<Plugin>>,
+    /// The plugin that decides what it caches.
+    pub cache: Option<Arc<Plugin>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +45,7 @@ impl Router {
         groups: &BTreeMap<String, Arc<UpstreamGroup>>,
         plugins: &Plugins,
     ) -> Self {
+        let plugin = |name: &Option<String>| name.as_deref().and_then(|n| plugins.get(n)).cloned();
         let mut routes: Vec<Route> = configs
             .iter()
             .enumerate()
@@ -56,11 +59,8 @@ impl Router {
                 path: config.path.clone(),
                 strip_prefix: config.strip_prefix,
                 group: Arc::clone(&groups[&config.upstream]),
-                rate_limit: config
-                    .rate_limit
-                    .as_deref()
-                    .and_then(|name| plugins.get(name))
-                    .cloned(),
+                rate_limit: plugin(&config.rate_limit),
+                cache: plugin(&config.cache),
             })
             .collect();
         // Exact hosts before wildcards before any-host; then longer prefixes first. The sort is
@@ -164,6 +164,7 @@ mod tests {
                 upstream: "a".into(),
                 strip_prefix: *strip,
                 rate_limit: None,
+                cache: None,
             })
             .collect();
         Router::new(&configs, &groups, &Plugins::default())

@@ -12,6 +12,9 @@
 //! - `/stall?ms=N`: sends half of a 10-byte body, stalls N ms, sends the rest
 //! - `/status/N`: answers status N
 //! - `/ws`: WebSocket echo
+//! - `/cached/...?ms=N`: after N ms, `NAME GET TARGET ACCEPT-ENCODING` as text/plain with
+//!   `Cache-Control: max-age=60`, an `ETag` and a `Last-Modified` (add `&vary=NAME` for a
+//!   `Vary`, `&cookie` for a `Set-Cookie`)
 //! - anything else: `NAME METHOD PATH`
 
 use std::collections::BTreeMap;
@@ -246,6 +249,40 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             response
                 .headers_mut()
                 .insert("content-length", "1000".parse().unwrap());
+            response
+        }
+        _ if path.starts_with("/cached/") => {
+            tokio::time::sleep(Duration::from_millis(number("ms"))).await;
+            let encoding = req
+                .headers()
+                .get("accept-encoding")
+                .map(|v| v.to_str().unwrap_or("?").to_string());
+            let body = format!(
+                "{} {} {} {}",
+                state.name,
+                req.method(),
+                req.uri(),
+                encoding.unwrap_or_default()
+            );
+            let mut response = text(StatusCode::OK, body);
+            let headers = response.headers_mut();
+            headers.insert("content-type", "text/plain".parse().unwrap());
+            headers.insert("cache-control", "max-age=60".parse().unwrap());
+            headers.insert("etag", "\"v1\"".parse().unwrap());
+            headers.insert(
+                "last-modified",
+                "Sun, 01 Nov 2026 10:00:00 GMT".parse().unwrap(),
+            );
+            if let Some(name) = query.get("vary") {
+                headers.insert("vary", name.parse().unwrap());
+            }
+            if req
+                .uri()
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "cookie"))
+            {
+                headers.insert("set-cookie", "visitor=1".parse().unwrap());
+            }
             response
         }
         _ if path.starts_with("/status/") => {

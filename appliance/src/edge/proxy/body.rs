@@ -1,4 +1,5 @@
-//! The response body streamed from an upstream to the client, chunk by chunk, never buffered.
+//! The response body streamed from an upstream to the client, chunk by chunk. Only a response
+//! the cache will store is also copied aside as it passes ([`Capture`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::error::PayloadError;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
@@ -33,7 +34,27 @@ pub(crate) struct ProxyBody<S> {
     idle: Option<Pin<Box<Sleep>>>,
     /// Whether `idle` holds a deadline for the current wait.
     armed: bool,
+    capture: Option<Capture>,
     _in_flight: InFlight,
+}
+
+/// A copy of the body as it streams past, handed to `complete` when the body has ended whole.
+/// A body that fails, is cut short by the client, or grows past `limit` is never handed over.
+pub(crate) struct Capture {
+    copy: BytesMut,
+    limit: usize,
+    complete: Box<dyn FnOnce(Bytes)>,
+}
+
+impl Capture {
+    /// Copies up to `limit` bytes, then calls `complete` with them.
+    pub(crate) fn new(limit: usize, complete: Box<dyn FnOnce(Bytes)>) -> Self {
+        Self {
+            copy: BytesMut::new(),
+            limit,
+            complete,
+        }
+    }
 }
 
 impl<S> ProxyBody<S> {
@@ -50,8 +71,15 @@ impl<S> ProxyBody<S> {
             idle_timeout,
             idle: None,
             armed: false,
+            capture: None,
             _in_flight: in_flight,
         }
+    }
+
+    /// The same body, copied aside by `capture` as it streams.
+    pub(crate) fn captured(mut self, capture: Capture) -> Self {
+        self.capture = Some(capture);
+        self
     }
 }
 
@@ -73,9 +101,26 @@ where
         match Pin::new(&mut this.inner).poll_next(cx) {
             Poll::Ready(Some(chunk)) => {
                 this.armed = false;
+                let copied = match (&chunk, this.capture.as_mut()) {
+                    (Ok(bytes), Some(capture))
+                        if capture.copy.len() + bytes.len() <= capture.limit =>
+                    {
+                        capture.copy.extend_from_slice(bytes);
+                        true
+                    }
+                    _ => false,
+                };
+                if !copied {
+                    this.capture = None;
+                }
                 Poll::Ready(Some(chunk.map_err(BodyError::from)))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                if let Some(capture) = this.capture.take() {
+                    (capture.complete)(capture.copy.freeze());
+                }
+                Poll::Ready(None)
+            }
             Poll::Pending => {
                 let deadline = Instant::now() + this.idle_timeout;
                 let idle = this
@@ -86,7 +131,10 @@ where
                     this.armed = true;
                 }
                 match idle.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle(this.idle_timeout)))),
+                    Poll::Ready(()) => {
+                        this.capture = None;
+                        Poll::Ready(Some(Err(BodyError::Idle(this.idle_timeout))))
+                    }
                     Poll::Pending => Poll::Pending,
                 }
             }

@@ -5,19 +5,17 @@
 
 pub mod gcra;
 
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix_web::body::BoxBody;
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use actix_web::http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse};
-use tracing::warn;
 
 use self::gcra::{Gcra, Quota};
+use super::plugin_call::{self, plain};
 use crate::policy::rate_limit_types::{Decision, Deny, Limit};
-use crate::policy::{Fallback, Plugin, Request};
+use crate::policy::{Plugin, Request};
 use crate::upstream::clock_ms;
 
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -31,42 +29,16 @@ pub(crate) enum Outcome {
     Answer(HttpResponse<BoxBody>),
 }
 
-/// Applies `plugin` to the request.
-pub(crate) fn apply(
-    plugin: &Plugin,
-    gcra: &Gcra,
-    req: &HttpRequest,
-    host: &str,
-    route: &str,
-    client_ip: Option<IpAddr>,
-) -> Outcome {
-    let version = plugin.current();
-    let request = Request {
-        method: req.method().as_str().to_string(),
-        path: req.path().to_string(),
-        query: req.query_string().to_string(),
-        host: host.to_string(),
-        route: route.to_string(),
-        client_ip: client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-    };
-    match version.decide(&request, Some(req)) {
+/// Applies `plugin` to `request` (`req` as plugins see it).
+pub(crate) fn apply(plugin: &Plugin, gcra: &Gcra, req: &HttpRequest, request: &Request) -> Outcome {
+    match plugin.current().decide(request, Some(req)) {
         Ok(Decision::Allow) => Outcome::Continue(None),
         Ok(Decision::Deny(deny)) => Outcome::Answer(denied(deny)),
         Ok(Decision::Limit(limit)) => count(gcra, &limit),
-        Err(err) => {
-            warn_rarely(&format!(
-                "rate-limit plugin {} {err}; applying its fallback ({:?})",
-                version.name(),
-                plugin.fallback
-            ));
-            match plugin.fallback {
-                Fallback::Open => Outcome::Continue(None),
-                Fallback::Closed => Outcome::Answer(plain(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "503 Service Unavailable: the rate-limit policy failed\n".to_string(),
-                )),
-            }
-        }
+        Err(err) => match plugin_call::fallback(plugin, "rate-limit", &err) {
+            None => Outcome::Continue(None),
+            Some(answer) => Outcome::Answer(answer),
+        },
     }
 }
 
@@ -131,15 +103,6 @@ fn denied(deny: Deny) -> HttpResponse<BoxBody> {
     response
 }
 
-fn plain(status: StatusCode, body: String) -> HttpResponse<BoxBody> {
-    let mut response = HttpResponse::with_body(status, body).map_into_boxed_body();
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-}
-
 /// Whole seconds, rounded up (a client told 0 would retry at once).
 fn seconds(duration: Duration) -> u64 {
     duration
@@ -167,20 +130,6 @@ fn structured_string(text: &str) -> String {
 
 fn field(value: &str) -> HeaderValue {
     HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
-}
-
-/// A failing plugin fails on every request: log it at most once a second.
-fn warn_rarely(message: &str) {
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = clock_ms();
-    let last = LAST.load(Ordering::Relaxed);
-    if now.saturating_sub(last) >= 1000
-        && LAST
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        warn!("{message}");
-    }
 }
 
 #[cfg(test)]
