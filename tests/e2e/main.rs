@@ -8,6 +8,7 @@ mod support;
 
 mod balancing;
 mod cache;
+mod compression;
 mod config;
 mod example_plugins;
 mod lifecycle;

@@ -46,6 +46,8 @@ pub struct Config {
     pub plugins: BTreeMap<String, PluginConfig>,
     /// The response cache of routes that name a cache-rules plugin.
     pub cache: CacheConfig,
+    /// Response compression.
+    pub compression: CompressionConfig,
     /// PostgreSQL pooler knobs, under the reference deployment's names.
     pub pool: PoolConfig,
     /// Monitoring switch (`ENABLE_PERFORMANCE_MONITORING`).
@@ -79,6 +81,7 @@ impl Default for Config {
             )]),
             plugins: BTreeMap::new(),
             cache: CacheConfig::default(),
+            compression: CompressionConfig::default(),
             pool: PoolConfig::default(),
             monitoring: MonitoringConfig::default(),
             redis: RedisConfig::default(),
@@ -602,6 +605,74 @@ impl Default for CacheConfig {
             max_entry: ByteSize::mib(8),
             status_header: "X-Cache".into(),
             coalesce_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Response compression (gzip, brotli, zstd), negotiated by `Accept-Encoding`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionConfig {
+    /// Compress responses at all. Default `true`.
+    pub enabled: bool,
+    /// gzip level, 1 (fastest) to 9 (smallest). Default `6` (the reference deployment's).
+    pub gzip_level: u32,
+    /// brotli quality, 0 to 11. Default `5`.
+    pub brotli_level: u32,
+    /// zstd level, 1 to 19. Default `3`.
+    pub zstd_level: i32,
+    /// Responses shorter than this go uncompressed. Default `"256 B"`.
+    pub min_length: ByteSize,
+    /// Media types compressed (any `+json` and `+xml` type is too). Default: the 30+ text, script,
+    /// data, font and vector-image types the reference deployment compressed.
+    pub types: Vec<String>,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        let types = [
+            "text/html",
+            "text/plain",
+            "text/css",
+            "text/javascript",
+            "text/xml",
+            "text/csv",
+            "text/markdown",
+            "text/calendar",
+            "text/vtt",
+            "text/x-component",
+            "text/cache-manifest",
+            "application/javascript",
+            "application/x-javascript",
+            "application/ecmascript",
+            "application/json",
+            "application/x-ndjson",
+            "application/xml",
+            "application/xhtml+xml",
+            "application/rss+xml",
+            "application/atom+xml",
+            "application/manifest+json",
+            "application/ld+json",
+            "application/graphql-response+json",
+            "application/wasm",
+            "application/vnd.ms-fontobject",
+            "application/x-font-ttf",
+            "application/x-font-opentype",
+            "font/ttf",
+            "font/otf",
+            "font/opentype",
+            "image/svg+xml",
+            "image/x-icon",
+            "image/vnd.microsoft.icon",
+            "image/bmp",
+        ];
+        Self {
+            enabled: true,
+            gzip_level: 6,
+            brotli_level: 5,
+            zstd_level: 3,
+            min_length: ByteSize::b(256),
+            types: types.into_iter().map(String::from).collect(),
         }
     }
 }

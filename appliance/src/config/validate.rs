@@ -61,7 +61,39 @@ impl Config {
         if self.state.dir.as_os_str().is_empty() {
             problems.push(Problem::new("state.dir", "must not be empty"));
         }
+        self.check_cache_and_compression(&mut problems);
         problems
+    }
+
+    fn check_cache_and_compression(&self, problems: &mut Vec<Problem>) {
+        if !self.cache.status_header.is_empty()
+            && actix_web::http::header::HeaderName::try_from(self.cache.status_header.as_str())
+                .is_err()
+        {
+            problems.push(Problem::new(
+                "cache.status_header",
+                "is not a valid header name",
+            ));
+        }
+        if self.cache.max_entry > self.cache.memory {
+            problems.push(Problem::new(
+                "cache.max_entry",
+                "must not be larger than cache.memory",
+            ));
+        }
+        let c = &self.compression;
+        for (key, level, range) in [
+            ("compression.gzip_level", c.gzip_level as i32, 1..=9),
+            ("compression.brotli_level", c.brotli_level as i32, 0..=11),
+            ("compression.zstd_level", c.zstd_level, 1..=19),
+        ] {
+            if !range.contains(&level) {
+                problems.push(Problem::new(
+                    key,
+                    format!("must be {} to {}", range.start(), range.end()),
+                ));
+            }
+        }
     }
 
     fn check_listeners(&self, problems: &mut Vec<Problem>) {

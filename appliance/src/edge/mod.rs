@@ -16,6 +16,7 @@
 //! This module owns the request path and must not block: no file or store I/O per request.
 
 pub mod cache;
+pub mod compress;
 pub mod error;
 pub mod finish;
 mod plugin_call;
@@ -35,6 +36,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use arc_swap::ArcSwap;
 
 use self::cache::{CacheSettings, Lookup, ResponseCache};
+use self::compress::CompressionSettings;
 use self::error::EdgeError;
 use self::finish::{ActiveRequests, RequestNotes};
 use self::proxy::{UpstreamBody, UpstreamOutcome, X_REQUEST_ID};
@@ -72,6 +74,8 @@ pub struct EdgeRuntime {
     pub plugins: Plugins,
     /// How the cache phase behaves.
     pub cache: CacheSettings,
+    /// What is compressed, and how hard.
+    pub compression: CompressionSettings,
 }
 
 impl EdgeRuntime {
@@ -97,6 +101,7 @@ impl EdgeRuntime {
             access_log: config.log.access,
             plugins,
             cache: CacheSettings::new(&config.cache),
+            compression: CompressionSettings::new(&config.compression),
         };
         (runtime, fresh)
     }
@@ -178,7 +183,8 @@ pub(crate) async fn handle(
 
     let (mut cache_status, mut fill) = (None, None);
     if let (Some(plugin), Some(request)) = (&route.cache, plugin_request) {
-        match cache::lookup(&state.cache, &runtime.cache, plugin, &req, request, host).await {
+        let (cache, settings, compression) = (&state.cache, &runtime.cache, &runtime.compression);
+        match cache::lookup(cache, settings, compression, plugin, &req, request, host).await {
             Lookup::Answer(answer, status) => {
                 let mut answer = answer.map_body(|_, body| UpstreamBody::right(body));
                 if let Some(status) = status {
@@ -203,7 +209,13 @@ pub(crate) async fn handle(
     .await
     {
         Ok(response) => match fill {
-            Some(fill) => fill.store(&state.cache, &runtime.cache, &req, response),
+            Some(fill) => fill.store(
+                &state.cache,
+                &runtime.cache,
+                &runtime.compression,
+                &req,
+                response,
+            ),
             None => response,
         },
         Err(err) => {
@@ -214,6 +226,7 @@ pub(crate) async fn handle(
     if let Some(status) = cache_status {
         runtime.cache.mark(&mut response, status);
     }
+    let mut response = runtime.compression.apply(&req, response);
     add_headers(&mut response, limit_fields);
     complete(&req, &runtime, route, request_id, outcome, response)
 }

@@ -14,7 +14,7 @@
 //! - `/ws`: WebSocket echo
 //! - `/cached/...?ms=N`: after N ms, `NAME GET TARGET ACCEPT-ENCODING` as text/plain with
 //!   `Cache-Control: max-age=60`, an `ETag` and a `Last-Modified` (add `&vary=NAME` for a
-//!   `Vary`, `&cookie` for a `Set-Cookie`)
+//!   `Vary`, `&cookie` for a `Set-Cookie`, `&pad=N` for N more bytes of text)
 //! - anything else: `NAME METHOD PATH`
 
 use std::collections::BTreeMap;
@@ -257,12 +257,16 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                 .headers()
                 .get("accept-encoding")
                 .map(|v| v.to_str().unwrap_or("?").to_string());
-            let body = format!(
+            let mut body = format!(
                 "{} {} {} {}",
                 state.name,
                 req.method(),
                 req.uri(),
                 encoding.unwrap_or_default()
+            );
+            let text_of = b"gatehouse text\n";
+            body.extend(
+                (0..number("pad") as usize).map(|i| char::from(text_of[i % text_of.len()])),
             );
             let mut response = text(StatusCode::OK, body);
             let headers = response.headers_mut();

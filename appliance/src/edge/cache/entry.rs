@@ -1,5 +1,6 @@
 //! A stored response and what decides whether it may answer a request.
 
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::HttpRequest;
@@ -21,6 +22,13 @@ pub(crate) struct Entry {
     pub(crate) vary: Vec<(HeaderName, Option<HeaderValue>)>,
     /// Tags to purge by.
     pub(crate) tags: Vec<String>,
+    /// Whether clients get it compressed (by type and size).
+    pub(crate) compressible: bool,
+    /// The body in each compressed coding ([`Coding::COMPRESSED`] order), made on first demand:
+    /// a hit never compresses twice.
+    ///
+    /// [`Coding::COMPRESSED`]: crate::edge::compress::Coding::COMPRESSED
+    pub(crate) variants: [OnceLock<Bytes>; 3],
 }
 
 impl Entry {
@@ -32,7 +40,9 @@ impl Entry {
             .map(|(name, value)| name.as_str().len() + value.len() + 16)
             .sum();
         let tags: usize = self.tags.iter().map(String::len).sum();
-        self.body.len() + headers + tags + std::mem::size_of::<Self>()
+        // Compressed variants come later and are smaller than the body: counting the body
+        // twice keeps the bound honest without re-weighing entries.
+        2 * self.body.len() + headers + tags + std::mem::size_of::<Self>()
     }
 
     /// Whether it is still fresh at `now_ms`.
@@ -86,6 +96,8 @@ mod tests {
             ttl_ms: 2_000,
             vary,
             tags: vec!["t".into()],
+            compressible: false,
+            variants: Default::default(),
         }
     }
 

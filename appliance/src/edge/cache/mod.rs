@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use actix_web::body::{BoxBody, EitherBody};
 use actix_web::http::header::{
-    AGE, CACHE_CONTROL, CONTENT_LOCATION, CONTENT_RANGE, DATE, ETAG, EXPIRES, HeaderMap,
-    HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, VARY,
+    ACCEPT_ENCODING, AGE, CACHE_CONTROL, CONTENT_LOCATION, CONTENT_RANGE, DATE, ETAG, EXPIRES,
+    HeaderMap, HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, VARY,
 };
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
@@ -31,6 +31,7 @@ use bytes::Bytes;
 
 use self::entry::{Entry, now_ms};
 use self::flight::{FlightGuard, Flights, Join};
+use super::compress::{self, Coding, CompressionSettings};
 use super::plugin_call;
 use super::proxy::{Capture, UpstreamBody};
 use crate::config::CacheConfig;
@@ -123,9 +124,11 @@ impl CacheSettings {
 }
 
 /// Asks `plugin` about `req` and looks it up.
+#[allow(clippy::too_many_arguments)] // the phase's inputs, each used once
 pub(crate) async fn lookup(
     cache: &ResponseCache,
     settings: &CacheSettings,
+    compression: &CompressionSettings,
     plugin: &Plugin,
     req: &HttpRequest,
     request: Request,
@@ -151,7 +154,8 @@ pub(crate) async fn lookup(
         if let Some(entry) = cache.memory.get(&key) {
             let now = now_ms();
             if entry.is_fresh(now) && entry.matches(req) {
-                return Lookup::Answer(answer(&entry, req, now), Some(CacheStatus::Hit));
+                let answer = answer(&entry, req, now, compression);
+                return Lookup::Answer(answer, Some(CacheStatus::Hit));
             }
         }
         // A HEAD response has no body to store: it goes upstream alone.
@@ -184,6 +188,7 @@ impl Fill {
         self,
         cache: &ResponseCache,
         settings: &CacheSettings,
+        compression: &CompressionSettings,
         req: &HttpRequest,
         response: HttpResponse<UpstreamBody>,
     ) -> HttpResponse<UpstreamBody> {
@@ -206,12 +211,17 @@ impl Fill {
             return response;
         }
         let headers = response.headers().clone();
+        let compressible_type = compression.compressible(&headers, u64::MAX);
+        let min_length = compression.min_length();
         let memory = cache.memory.clone();
         let Fill { key, flight, .. } = self;
         let complete = Box::new(move |body: Bytes| {
+            let compressible = compressible_type && body.len() as u64 >= min_length;
             let entry = Entry {
                 status,
                 headers,
+                compressible,
+                variants: Default::default(),
                 body,
                 stored_at_ms: now_ms(),
                 ttl_ms: store.ttl_ms,
@@ -278,13 +288,30 @@ fn storable(status: StatusCode, headers: &HeaderMap, max_entry: usize) -> bool {
         && declared.is_none_or(|length| length <= max_entry as u64)
 }
 
-/// The answer from `entry` to `req` at `now_ms`.
-fn answer(entry: &Entry, req: &HttpRequest, now_ms: u64) -> HttpResponse<BoxBody> {
+/// The answer from `entry` to `req` at `now_ms`, in the coding the client prefers.
+fn answer(
+    entry: &Entry,
+    req: &HttpRequest,
+    now_ms: u64,
+    compression: &CompressionSettings,
+) -> HttpResponse<BoxBody> {
     let age = HeaderValue::from(entry.age(now_ms).as_secs());
-    if entry.status == StatusCode::OK && not_modified(req, &entry.headers) {
+    let coding = if entry.compressible {
+        compress::negotiate(req.headers().get(ACCEPT_ENCODING), |_| true)
+    } else {
+        Coding::Identity
+    };
+    let mut headers = entry.headers.clone();
+    if entry.compressible {
+        compress::mark_varying(&mut headers);
+    }
+    if coding != Coding::Identity {
+        compress::mark_encoded(&mut headers, coding);
+    }
+    if entry.status == StatusCode::OK && not_modified(req, &headers) {
         // RFC 9110 §15.4.5: the fields a 200 would have sent that describe the representation.
         let mut response = HttpResponse::NotModified().finish();
-        let headers = response.headers_mut();
+        let out = response.headers_mut();
         for name in [
             CACHE_CONTROL,
             CONTENT_LOCATION,
@@ -294,15 +321,21 @@ fn answer(entry: &Entry, req: &HttpRequest, now_ms: u64) -> HttpResponse<BoxBody
             VARY,
             LAST_MODIFIED,
         ] {
-            for value in entry.headers.get_all(&name) {
-                headers.append(name.clone(), value.clone());
+            for value in headers.get_all(&name) {
+                out.append(name.clone(), value.clone());
             }
         }
-        headers.insert(AGE, age);
+        out.insert(AGE, age);
         return response;
     }
-    let mut response = HttpResponse::with_body(entry.status, BoxBody::new(entry.body.clone()));
-    *response.headers_mut() = entry.headers.clone();
+    let body = match coding.slot() {
+        None => entry.body.clone(),
+        Some(slot) => entry.variants[slot]
+            .get_or_init(|| compression.compress(&entry.body, coding))
+            .clone(),
+    };
+    let mut response = HttpResponse::with_body(entry.status, BoxBody::new(body));
+    *response.headers_mut() = headers;
     response.headers_mut().insert(AGE, age);
     response
 }
