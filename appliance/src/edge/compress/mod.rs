@@ -2,6 +2,7 @@
 //! is worth compressing (type allowlist, minimum length, not already encoded, no `no-transform`),
 //! and whole-body compression for the cache's variants.
 
+mod gzip;
 mod negotiate;
 mod stream;
 
@@ -145,12 +146,9 @@ impl CompressionSettings {
         match coding {
             Coding::Identity => return Bytes::copy_from_slice(body),
             Coding::Gzip => {
-                let level = flate2::Compression::new(self.gzip_level);
-                let mut encoder = flate2::write::GzEncoder::new(&mut out, level);
-                encoder
-                    .write_all(body)
-                    .expect("writing to a Vec cannot fail");
-                encoder.finish().expect("writing to a Vec cannot fail");
+                let mut gzip = gzip::GzipStream::new(self.gzip_level);
+                gzip.push(body, &mut out);
+                gzip.finish(&mut out);
             }
             Coding::Brotli => {
                 let mut encoder =

@@ -9,11 +9,12 @@ use std::task::{Context, Poll};
 use actix_web::body::{BodySize, MessageBody};
 use bytes::Bytes;
 
+use super::gzip::GzipStream;
 use super::{Coding, CompressionSettings};
 
 /// One compressed stream, writing into a buffer that is drained after every chunk.
 pub(crate) enum Encoder {
-    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Gzip(GzipStream),
     Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
 }
@@ -32,10 +33,7 @@ impl Encoder {
                 zstd::stream::write::Encoder::new(Vec::new(), settings.zstd_level)
                     .expect("a valid zstd level (checked by config validation)"),
             ),
-            Coding::Gzip | Coding::Identity => Self::Gzip(flate2::write::GzEncoder::new(
-                Vec::new(),
-                flate2::Compression::new(settings.gzip_level),
-            )),
+            Coding::Gzip | Coding::Identity => Self::Gzip(GzipStream::new(settings.gzip_level)),
         }
     }
 
@@ -43,7 +41,11 @@ impl Encoder {
     pub(crate) fn push(&mut self, chunk: &[u8]) -> Bytes {
         // Writing into a Vec cannot fail.
         let out = match self {
-            Self::Gzip(e) => e.write_all(chunk).map(|()| e.get_mut()),
+            Self::Gzip(gzip) => {
+                let mut out = Vec::new();
+                gzip.push(chunk, &mut out);
+                return out.into();
+            }
             Self::Brotli(e) => e.write_all(chunk).map(|()| e.get_mut()),
             Self::Zstd(e) => e.write_all(chunk).map(|()| e.get_mut()),
         };
@@ -54,7 +56,11 @@ impl Encoder {
     /// Ends the stream; returns the last compressed bytes.
     pub(crate) fn finish(self) -> Bytes {
         let out = match self {
-            Self::Gzip(e) => e.finish().unwrap_or_default(),
+            Self::Gzip(gzip) => {
+                let mut out = Vec::new();
+                gzip.finish(&mut out);
+                out
+            }
             Self::Brotli(e) => e.into_inner(),
             Self::Zstd(e) => e.finish().unwrap_or_default(),
         };
