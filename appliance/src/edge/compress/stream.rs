@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use actix_web::body::{BodySize, MessageBody};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::gzip::GzipStream;
 use super::{Coding, CompressionSettings};
@@ -72,13 +72,20 @@ impl Encoder {
 pub(crate) struct CompressBody<B> {
     inner: B,
     encoder: Option<Encoder>,
+    /// Compressed bytes not sent yet: sent once there is a worthwhile chunk, so a small response
+    /// goes out as one chunk (one write) instead of a 10-byte gzip header and then the rest.
+    pending: BytesMut,
 }
+
+/// Compressed bytes gathered before a chunk is sent.
+const CHUNK: usize = 8 * 1024;
 
 impl<B> CompressBody<B> {
     pub(crate) fn new(inner: B, encoder: Encoder) -> Self {
         Self {
             inner,
             encoder: Some(encoder),
+            pending: BytesMut::new(),
         }
     }
 }
@@ -104,14 +111,15 @@ where
             };
             match Pin::new(&mut this.inner).poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    let out = encoder.push(&chunk);
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(out)));
+                    this.pending.extend_from_slice(&encoder.push(&chunk));
+                    if this.pending.len() >= CHUNK {
+                        return Poll::Ready(Some(Ok(this.pending.split().freeze())));
                     }
                 }
                 Poll::Ready(None) => {
                     let last = this.encoder.take().map(Encoder::finish).unwrap_or_default();
-                    return Poll::Ready(Some(Ok(last)));
+                    this.pending.extend_from_slice(&last);
+                    return Poll::Ready(Some(Ok(this.pending.split().freeze())));
                 }
                 Poll::Ready(Some(Err(err))) => {
                     this.encoder = None;
