@@ -40,17 +40,7 @@ pub use bindings::gatehouse::policy::cache_types::{
 };
 pub use bindings::gatehouse::policy::types::{Header, Request};
 
-impl Request {
-    /// The first value of request header `name` (any case).
-    pub fn header(&self, name: &str) -> Option<String> {
-        crate::host::request_header(name)
-    }
-
-    /// The value of cookie `name`.
-    pub fn cookie(&self, name: &str) -> Option<String> {
-        crate::host::request_cookie(name)
-    }
-}
+request_accessors!();
 
 impl Response {
     /// The first value of response header `name` (any case).

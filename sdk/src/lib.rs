@@ -16,6 +16,24 @@ pub mod host;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 
+/// `header` and `cookie` on a world's `Request` (each world's bindings make their own type).
+#[cfg(any(feature = "cache-rules", feature = "rate-limit"))]
+macro_rules! request_accessors {
+    () => {
+        impl Request {
+            /// The first value of request header `name` (any case).
+            pub fn header(&self, name: &str) -> Option<String> {
+                crate::host::request_header(name)
+            }
+
+            /// The value of cookie `name`.
+            pub fn cookie(&self, name: &str) -> Option<String> {
+                crate::host::request_cookie(name)
+            }
+        }
+    };
+}
+
 #[cfg(feature = "cache-rules")]
 pub mod cache;
 #[cfg(feature = "rate-limit")]

@@ -35,17 +35,7 @@ pub mod bindings {
 pub use bindings::gatehouse::policy::rate_limit_types::{Decision, Deny, Limit, Quota};
 pub use bindings::gatehouse::policy::types::{Header, Request};
 
-impl Request {
-    /// The first value of request header `name` (any case).
-    pub fn header(&self, name: &str) -> Option<String> {
-        crate::host::request_header(name)
-    }
-
-    /// The value of cookie `name`.
-    pub fn cookie(&self, name: &str) -> Option<String> {
-        crate::host::request_cookie(name)
-    }
-}
+request_accessors!();
 
 /// A rate-limit policy.
 pub trait RateLimitPolicy {
