@@ -114,7 +114,12 @@ impl App {
         let plugin_stamps = policy::source_stamps(&config.plugins);
         let (policy, plugins) = load_plugins(&self.loaded, Some(Arc::clone(&store)))?;
         let instance = instance_id(store.as_ref());
-        let edge = Arc::new(EdgeState::new(config, plugins, instance));
+        let edge = Arc::new(EdgeState::new(
+            config,
+            plugins,
+            instance,
+            Some(Arc::clone(&store)),
+        ));
         let addrs = listeners.addrs();
         let (control, inbox) = unbounded_channel();
         let (started_tx, started_rx) = mpsc::channel();
@@ -389,6 +394,7 @@ impl Serving {
                 }
             }
             self.drain(&servers).await;
+            self.edge.cache().flush();
             if let Err(err) = self.store.flush() {
                 error!(error = %err, "state store flush failed at shutdown");
             }
@@ -465,9 +471,13 @@ impl Serving {
             addrs: self.addrs.clone(),
             started: Instant::now(),
         });
+        let admin_edge = web::Data::from(Arc::clone(&self.edge));
+        let token = web::Data::new(crate::admin::ApiToken::new(config.admin.token.as_deref()));
         let admin = HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(health.clone())
+                .app_data(admin_edge.clone())
+                .app_data(token.clone())
                 .configure(crate::admin::configure)
         })
         .workers(1)
@@ -600,6 +610,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("state", old.state != new.state),
         ("log.format", old.log.format != new.log.format),
         ("cache.memory", old.cache.memory != new.cache.memory),
+        ("cache.disk", old.cache.disk != new.cache.disk),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

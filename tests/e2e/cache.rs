@@ -5,7 +5,8 @@ use std::path::Path;
 
 use crate::support::{Gatehouse, Upstream, client};
 
-fn cached_site(upstream: &Upstream, plugin: &str) -> String {
+/// A site whose every route is cached by `plugin` in front of `upstream`.
+pub fn cached_site(upstream: &Upstream, plugin: &str) -> String {
     format!(
         r#"
 [plugins.pages]
@@ -24,7 +25,8 @@ servers = ["{}"]
     )
 }
 
-fn x_cache(response: &reqwest::Response) -> &str {
+/// What the cache did, as the response says.
+pub fn x_cache(response: &reqwest::Response) -> &str {
     response.headers()["x-cache"].to_str().unwrap()
 }
 

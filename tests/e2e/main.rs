@@ -8,6 +8,8 @@ mod support;
 
 mod balancing;
 mod cache;
+mod cache_ops;
+mod cache_stale;
 mod compression;
 mod config;
 mod example_plugins;

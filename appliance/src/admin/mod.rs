@@ -1,5 +1,9 @@
-//! The admin listener: health endpoints now; the API and the web UI join it later. It serves
-//! operators, not the public, and listens on loopback by default.
+//! The admin listener: health endpoints and the JSON API ([`api`]); the web UI joins it later.
+//! It serves operators, not the public, and listens on loopback by default.
+
+mod api;
+
+pub(crate) use api::ApiToken;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
@@ -12,7 +16,8 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
         .route("/health", web::get().to(|| async { liveness() }))
         .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+        .route("/readyz", web::get().to(readyz))
+        .configure(api::configure);
 }
 
 /// The full report; 503 when gatehouse cannot serve.

@@ -185,14 +185,19 @@ impl Default for RedirectConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Listen address for `/health`, `/healthz` and `/readyz`. Default `"127.0.0.1:9901"`.
+    /// Listen address for the health endpoints and the admin API. Default `"127.0.0.1:9901"`.
     pub listen: SocketAddr,
+    /// When set, every `/api/` call needs `Authorization: Bearer TOKEN` (set it whenever the
+    /// listener is reachable from other hosts; `GATEHOUSE_ADMIN__TOKEN` keeps it out of the
+    /// file). Default: none (the loopback listener is the boundary).
+    pub token: Option<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9901)),
+            token: None,
         }
     }
 }
@@ -587,9 +592,13 @@ pub struct CacheConfig {
     /// Bytes the memory tier may hold (bodies, headers and keys); the least used entries are
     /// evicted beyond it. Default `"256 MiB"` (the reference deployment's Redis cache).
     pub memory: ByteSize,
+    /// Bytes the persistent tier may hold in the state store, so entries survive a restart;
+    /// `"0"` keeps the cache in memory only. Default `"1 GiB"`.
+    pub disk: ByteSize,
     /// Largest response body stored; bigger ones stream through uncached. Default `"8 MiB"`.
     pub max_entry: ByteSize,
-    /// Response header that says what the cache did: HIT, MISS, BYPASS. Empty for none.
+    /// Response header that says what the cache did: HIT, STALE, REVALIDATED, MISS, BYPASS.
+    /// Empty for none.
     /// Default `"X-Cache"`.
     pub status_header: String,
     /// How long a request waits for another one already fetching the same key before going
@@ -602,6 +611,7 @@ impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             memory: ByteSize::mib(256),
+            disk: ByteSize::gib(1),
             max_entry: ByteSize::mib(8),
             status_header: "X-Cache".into(),
             coalesce_timeout: Duration::from_secs(5),

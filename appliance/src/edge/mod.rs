@@ -31,11 +31,12 @@ pub(crate) mod validate;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
+use actix_web::body::BoxBody;
+use actix_web::http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 use arc_swap::ArcSwap;
 
-use self::cache::{CacheSettings, Lookup, ResponseCache};
+use self::cache::{CacheSettings, CacheStatus, Fill, Lookup, ResponseCache, Settled};
 use self::compress::CompressionSettings;
 use self::error::EdgeError;
 use self::finish::{ActiveRequests, RequestNotes};
@@ -46,6 +47,7 @@ use self::request_id::RequestIds;
 use self::router::Router;
 use crate::config::{AccessLogFormat, Config};
 use crate::policy::Plugins;
+use crate::store::Store;
 use crate::upstream::{UpstreamGroup, build_groups};
 
 /// What the edge workers share. The reloadable part is swapped whole on reload, so a request sees
@@ -109,14 +111,19 @@ impl EdgeRuntime {
 
 impl EdgeState {
     /// The edge for `config` with its loaded `plugins`; `instance` distinguishes this gatehouse
-    /// in request ids.
-    pub fn new(config: &Config, plugins: Plugins, instance: u64) -> Self {
+    /// in request ids; the cache keeps its persistent tier in `store`, when given.
+    pub fn new(
+        config: &Config,
+        plugins: Plugins,
+        instance: u64,
+        store: Option<Arc<dyn Store>>,
+    ) -> Self {
         Self {
             runtime: ArcSwap::from_pointee(EdgeRuntime::build(config, plugins, None).0),
             ids: RequestIds::new(instance),
             active: Arc::default(),
             gcra: Gcra::default(),
-            cache: ResponseCache::new(&config.cache),
+            cache: ResponseCache::new(&config.cache, store),
         }
     }
 
@@ -185,44 +192,46 @@ pub(crate) async fn handle(
     if let (Some(plugin), Some(request)) = (&route.cache, plugin_request) {
         let (cache, settings, compression) = (&state.cache, &runtime.cache, &runtime.compression);
         match cache::lookup(cache, settings, compression, plugin, &req, request, host).await {
-            Lookup::Answer(answer, status) => {
-                let mut answer = answer.map_body(|_, body| UpstreamBody::right(body));
-                if let Some(status) = status {
-                    runtime.cache.mark(&mut answer, status);
+            Lookup::Answer(answer, status, refresh) => {
+                if let Some(refresh) = refresh {
+                    refresh_in_background(
+                        state.clone(),
+                        Arc::clone(&runtime),
+                        req.clone(),
+                        refresh,
+                    );
                 }
-                add_headers(&mut answer, limit_fields);
+                let answer = cached(&runtime, answer, status, limit_fields);
                 return complete(&req, &runtime, route, request_id, outcome, answer);
             }
             Lookup::Upstream(status, to_fill) => (cache_status, fill) = (Some(status), to_fill),
         }
     }
 
-    let identity = fill.is_some();
-    let mut response = match proxy::forward(
-        &req,
-        payload,
-        route,
-        &request_id,
-        identity,
-        &mut outcome,
-    )
-    .await
-    {
-        Ok(response) => match fill {
-            Some(fill) => fill.store(
-                &state.cache,
-                &runtime.cache,
-                &runtime.compression,
-                &req,
-                response,
-            ),
-            None => response,
-        },
-        Err(err) => {
-            tracing::debug!(route = %route.name, source = ?err.source(), error = %err, "request failed");
-            refuse(err)
+    let shape = |headers: &mut HeaderMap| {
+        if let Some(fill) = &fill {
+            fill.shape(headers);
         }
     };
+    let forwarded = proxy::forward(&req, payload, route, &request_id, shape, &mut outcome).await;
+    let forwarded = match fill {
+        None => forwarded,
+        Some(fill) => {
+            let (cache, settings, compression) =
+                (&state.cache, &runtime.cache, &runtime.compression);
+            match fill.settle(cache, settings, compression, &req, forwarded) {
+                Settled::Answer(answer, status) => {
+                    let answer = cached(&runtime, answer, Some(status), limit_fields);
+                    return complete(&req, &runtime, route, request_id, outcome, answer);
+                }
+                Settled::Forward(forwarded) => forwarded,
+            }
+        }
+    };
+    let mut response = forwarded.unwrap_or_else(|err| {
+        tracing::debug!(route = %route.name, source = ?err.source(), error = %err, "request failed");
+        refuse(err)
+    });
     if let Some(status) = cache_status {
         runtime.cache.mark(&mut response, status);
     }
@@ -231,10 +240,56 @@ pub(crate) async fn handle(
     complete(&req, &runtime, route, request_id, outcome, response)
 }
 
-fn add_headers<B>(
-    response: &mut HttpResponse<B>,
-    headers: Option<[(actix_web::http::header::HeaderName, HeaderValue); 2]>,
+/// An answer from the cache (already in the client's coding), marked with what the cache did.
+fn cached(
+    runtime: &EdgeRuntime,
+    answer: HttpResponse<BoxBody>,
+    status: Option<CacheStatus>,
+    limit_fields: LimitFields,
+) -> HttpResponse<UpstreamBody> {
+    let mut answer = answer.map_body(|_, body| UpstreamBody::right(body));
+    if let Some(status) = status {
+        runtime.cache.mark(&mut answer, status);
+    }
+    add_headers(&mut answer, limit_fields);
+    answer
+}
+
+/// Refreshes a stale entry off the request path: the same request without its client, settled
+/// as a miss would be. It runs on this worker's thread (an `HttpRequest` stays on its thread).
+fn refresh_in_background(
+    state: web::Data<EdgeState>,
+    runtime: Arc<EdgeRuntime>,
+    req: HttpRequest,
+    fill: Fill,
 ) {
+    actix_web::rt::spawn(async move {
+        let Some(route) = runtime.router.find(fill.host(), req.path()) else {
+            return;
+        };
+        let Ok(payload) = web::Payload::from_request(&req, &mut actix_http::Payload::None).await
+        else {
+            return;
+        };
+        let request_id = state.ids.for_request(req.headers());
+        let mut outcome = UpstreamOutcome::default();
+        let shape = |headers: &mut HeaderMap| fill.shape(headers);
+        let forwarded =
+            proxy::forward(&req, payload, route, &request_id, shape, &mut outcome).await;
+        let (cache, settings, compression) = (&state.cache, &runtime.cache, &runtime.compression);
+        if let Settled::Forward(Ok(response)) =
+            fill.settle(cache, settings, compression, &req, forwarded)
+        {
+            // Reading the body to its end is what stores it.
+            let _ = actix_web::body::to_bytes(response.into_body()).await;
+        }
+    });
+}
+
+/// The rate limit's `RateLimit-*` fields, when the route has a limit.
+type LimitFields = Option<[(HeaderName, HeaderValue); 2]>;
+
+fn add_headers<B>(response: &mut HttpResponse<B>, headers: LimitFields) {
     for (name, value) in headers.into_iter().flatten() {
         response.headers_mut().insert(name, value);
     }

@@ -19,6 +19,8 @@ pub enum Tree {
     Artifacts,
     /// Policy plugins' private key-value stores, each under its plugin's name.
     PluginKv,
+    /// The response cache's persistent tier, by cache key (rebuildable: a lost entry is a miss).
+    HttpCache,
 }
 
 impl Tree {
@@ -27,6 +29,7 @@ impl Tree {
             Self::Meta => "meta",
             Self::Artifacts => "artifacts",
             Self::PluginKv => "plugin-kv",
+            Self::HttpCache => "http-cache",
         }
     }
 }
@@ -44,6 +47,13 @@ pub trait Store: Send + Sync {
     fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError>;
     /// Every key starting with `prefix`, with its value, in key order.
     fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
+    /// Calls `visit` with every key and value in key order, one at a time (a tree may be larger
+    /// than memory), until it returns false.
+    fn visit(
+        &self,
+        tree: Tree,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError>;
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// A write-read round trip and the size on disk, for `/healthz` and `/readyz`.

@@ -117,6 +117,20 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn visit(
+        &self,
+        tree: Tree,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        for entry in self.tree(tree)?.iter() {
+            let (key, value) = entry?;
+            if !visit(&key, &value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;
         Ok(())
@@ -180,6 +194,18 @@ mod tests {
         );
         store.delete(Tree::Meta, b"k").unwrap();
         assert_eq!(store.get(Tree::Meta, b"k").unwrap(), None);
+        let mut visited = Vec::new();
+        store
+            .visit(Tree::Meta, &mut |key, _| {
+                visited.push(key.to_vec());
+                visited.len() < 2
+            })
+            .unwrap();
+        assert_eq!(
+            visited,
+            [b"j".to_vec(), b"k2".to_vec()],
+            "in order, until told to stop"
+        );
     }
 
     #[test]

@@ -124,6 +124,35 @@ impl Gatehouse {
         .await;
     }
 
+    /// Stops gracefully; the config file and state dir stay for [`Gatehouse::start_again`].
+    pub fn stop(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown();
+        }
+    }
+
+    /// Starts again from the same config file and state dir (on new ports), as a restart of the
+    /// service would.
+    pub async fn start_again(&mut self) {
+        // The state dir's lock goes when the last of the old worker threads has ended.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let loaded = load_from(Some(&self.config_path), Vec::new()).unwrap();
+            match App::new(loaded).start() {
+                Ok(app) => return self.app = Some(app),
+                Err(err) if err.to_string().contains("in use") && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => panic!("gatehouse did not start again: {err}"),
+            }
+        }
+    }
+
+    /// The state dir.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
     /// Starts a graceful shutdown without waiting for it.
     pub fn begin_shutdown(&self) {
         self.app().begin_shutdown();

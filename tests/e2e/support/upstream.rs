@@ -14,7 +14,9 @@
 //! - `/ws`: WebSocket echo
 //! - `/cached/...?ms=N`: after N ms, `NAME GET TARGET ACCEPT-ENCODING` as text/plain with
 //!   `Cache-Control: max-age=60`, an `ETag` and a `Last-Modified` (add `&vary=NAME` for a
-//!   `Vary`, `&cookie` for a `Set-Cookie`, `&pad=N` for N more bytes of text)
+//!   `Vary`, `&cookie` for a `Set-Cookie`, `&pad=N` for N more bytes of text, `&max_age=N`,
+//!   `&swr=N` and `&sie=N` for other Cache-Control directives, `&tag=T` for a `Cache-Tag`);
+//!   `304 Not Modified` to `If-None-Match: "v1"`
 //! - anything else: `NAME METHOD PATH`
 
 use std::collections::BTreeMap;
@@ -160,6 +162,21 @@ impl Drop for Upstream {
     }
 }
 
+/// `Cache-Control` of a `/cached/` answer: `max-age` (60 unless `max_age` says), and
+/// `stale-while-revalidate` / `stale-if-error` when `swr` / `sie` give them.
+fn cache_control(query: &BTreeMap<String, String>) -> String {
+    let mut directives = vec![format!(
+        "max-age={}",
+        query.get("max_age").map_or("60", String::as_str)
+    )];
+    for (key, directive) in [("swr", "stale-while-revalidate"), ("sie", "stale-if-error")] {
+        if let Some(seconds) = query.get(key) {
+            directives.push(format!("{directive}={seconds}"));
+        }
+    }
+    directives.join(", ")
+}
+
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     state.hits.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_string();
@@ -251,6 +268,18 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                 .insert("content-length", "1000".parse().unwrap());
             response
         }
+        _ if path.starts_with("/cached/")
+            && req
+                .headers()
+                .get("if-none-match")
+                .is_some_and(|v| v == "\"v1\"") =>
+        {
+            let mut response = text(StatusCode::NOT_MODIFIED, String::new());
+            let headers = response.headers_mut();
+            headers.insert("etag", "\"v1\"".parse().unwrap());
+            headers.insert("cache-control", cache_control(&query).parse().unwrap());
+            response
+        }
         _ if path.starts_with("/cached/") => {
             tokio::time::sleep(Duration::from_millis(number("ms"))).await;
             let encoding = req
@@ -271,8 +300,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             let mut response = text(StatusCode::OK, body);
             let headers = response.headers_mut();
             headers.insert("content-type", "text/plain".parse().unwrap());
-            headers.insert("cache-control", "max-age=60".parse().unwrap());
+            headers.insert("cache-control", cache_control(&query).parse().unwrap());
             headers.insert("etag", "\"v1\"".parse().unwrap());
+            if let Some(tag) = query.get("tag") {
+                headers.insert("cache-tag", tag.parse().unwrap());
+            }
             headers.insert(
                 "last-modified",
                 "Sun, 01 Nov 2026 10:00:00 GMT".parse().unwrap(),

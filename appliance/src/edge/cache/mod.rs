@@ -5,43 +5,70 @@
 //! - A fresh entry whose varying headers match answers at once (`HIT`), with `Age`, and with
 //!   `304 Not Modified` to a client whose `If-None-Match` / `If-Modified-Since` it satisfies.
 //!   HEAD is answered from GET entries.
-//! - Otherwise the request goes upstream (`MISS`), asking for identity; concurrent misses for one
-//!   key wait for the first ([`flight`]), so N clients make one upstream request.
+//! - A stale entry within its `stale-while-revalidate` window answers at once (`STALE`) while
+//!   one background request refreshes it.
+//! - Otherwise the request goes upstream (`MISS`), asking for identity, and conditionally when
+//!   a stale entry has validators: a `304` refreshes the entry (`REVALIDATED`). When the
+//!   upstream fails or answers 5xx, a stale entry within its `stale-if-error` window answers
+//!   (`STALE`). Concurrent misses for one key wait for the first ([`flight`]), so N clients make
+//!   one upstream request.
 //! - A response the plugin says to store is copied as it streams to the client and stored when
 //!   its body has ended whole; partial (206), `Vary: *` and oversized responses are not.
 //!
-//! The memory tier is moka, bounded by bytes (least recently and frequently used entries go
-//! first).
+//! Tiers: memory (moka, bounded by bytes; the least recently and frequently used entries go
+//! first) in front of the state store ([`disk`]), which survives restarts.
 
+mod disk;
 mod entry;
 mod flight;
 mod key;
+mod persist;
+mod purge;
+mod stats;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::body::{BoxBody, EitherBody};
 use actix_web::http::header::{
     ACCEPT_ENCODING, AGE, CACHE_CONTROL, CONTENT_LOCATION, CONTENT_RANGE, DATE, ETAG, EXPIRES,
-    HeaderMap, HeaderName, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, VARY,
+    HeaderMap, HeaderName, HeaderValue, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE, VARY,
 };
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 
-use self::entry::{Entry, now_ms};
+use self::disk::{DiskTier, Read};
+use self::entry::{Entry, Freshness, UntilUseless, now_ms};
 use self::flight::{FlightGuard, Flights, Join};
+pub use self::purge::Purge;
+use self::stats::CacheStats;
+pub use self::stats::{CacheReport, TierReport};
 use super::compress::{self, Coding, CompressionSettings};
+use super::error::EdgeError;
 use super::plugin_call;
 use super::proxy::{Capture, UpstreamBody};
 use crate::config::CacheConfig;
 use crate::policy::cache_types::{RequestRule, Response, ResponseRule, Store};
 use crate::policy::{Plugin, PluginVersion, Request};
+use crate::store::Store as StateStore;
 
 /// The stored responses, kept across reloads.
 pub struct ResponseCache {
-    memory: moka::sync::Cache<Arc<str>, Arc<Entry>>,
+    tiers: Tiers,
     flights: Arc<Flights>,
+    stats: Arc<CacheStats>,
+    memory_bound: u64,
+    disk_bound: u64,
+}
+
+/// Where entries live: memory in front, the persistent tier (when configured) behind.
+#[derive(Clone)]
+struct Tiers {
+    memory: moka::sync::Cache<Arc<str>, Arc<Entry>>,
+    disk: Option<Arc<DiskTier>>,
 }
 
 /// The reloadable settings of the cache phase.
@@ -55,46 +82,168 @@ pub struct CacheSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CacheStatus {
     Hit,
+    Stale,
+    Revalidated,
     Miss,
     Bypass,
 }
 
 /// What the lookup decided.
 pub(crate) enum Lookup {
-    /// Answer with this (a hit, or the 503 of a failed plugin that fails closed).
-    Answer(HttpResponse<BoxBody>, Option<CacheStatus>),
+    /// Answer with this (a hit, a stale entry, or the 503 of a failed plugin that fails
+    /// closed); with a [`Fill`] when the entry is to be refreshed in the background.
+    Answer(HttpResponse<BoxBody>, Option<CacheStatus>, Option<Fill>),
     /// Go upstream; with a [`Fill`] when the response may be stored.
     Upstream(CacheStatus, Option<Fill>),
 }
 
-/// A miss that may store the upstream's response.
+/// A request to the upstream whose response may be stored.
 pub(crate) struct Fill {
     key: Arc<str>,
+    host: String,
     request: Request,
     version: Arc<PluginVersion>,
     /// Held while fetching, so concurrent misses for the key wait (none after a wait ran out).
     flight: Option<FlightGuard>,
+    /// The stale entry this request may revalidate, or answer with when the upstream fails.
+    stale: Option<Arc<Entry>>,
+}
+
+/// How a [`Fill`] ended.
+#[allow(clippy::large_enum_variant)] // made once per request and matched at once
+pub(crate) enum Settled {
+    /// Answer from the cache (revalidated, or stale because the upstream failed).
+    Answer(HttpResponse<BoxBody>, CacheStatus),
+    /// Pass the upstream's outcome on.
+    Forward(Result<HttpResponse<UpstreamBody>, EdgeError>),
 }
 
 impl ResponseCache {
-    /// An empty cache bounded as `config` says.
-    pub fn new(config: &CacheConfig) -> Self {
+    /// An empty memory tier bounded as `config` says, in front of the persistent tier in
+    /// `store` (when given and `cache.disk` is not zero).
+    pub fn new(config: &CacheConfig, store: Option<Arc<dyn StateStore>>) -> Self {
         let memory = moka::sync::Cache::builder()
             .max_capacity(config.memory.as_u64())
             .weigher(|key: &Arc<str>, entry: &Arc<Entry>| {
                 u32::try_from(key.len() + entry.weight()).unwrap_or(u32::MAX)
             })
+            .expire_after(UntilUseless)
             .build();
+        let disk_bound = config.disk.as_u64();
+        let disk = store
+            .filter(|_| disk_bound > 0)
+            .map(|store| Arc::new(DiskTier::open(store, disk_bound)));
         Self {
-            memory,
+            tiers: Tiers { memory, disk },
             flights: Arc::default(),
+            stats: Arc::default(),
+            memory_bound: config.memory.as_u64(),
+            disk_bound,
         }
     }
 
-    /// Entries and the bytes they weigh (after pending evictions have run).
+    /// Entries and the bytes they weigh in memory (after pending evictions have run).
     pub fn usage(&self) -> (u64, u64) {
-        self.memory.run_pending_tasks();
-        (self.memory.entry_count(), self.memory.weighted_size())
+        let memory = &self.tiers.memory;
+        memory.run_pending_tasks();
+        (memory.entry_count(), memory.weighted_size())
+    }
+
+    /// Sizes by tier and what the cache has done since start.
+    pub fn report(&self) -> CacheReport {
+        let (entries, bytes) = self.usage();
+        let memory = TierReport {
+            entries,
+            bytes,
+            bound: self.memory_bound,
+        };
+        let disk = self.tiers.disk.as_ref().map(|disk| {
+            let (entries, bytes) = disk.usage();
+            TierReport {
+                entries,
+                bytes,
+                bound: self.disk_bound,
+            }
+        });
+        self.stats.report(memory, disk)
+    }
+
+    /// Drops what `purge` names from every tier; returns how many entries went.
+    pub fn purge(&self, purge: &Purge) -> usize {
+        let mut gone: BTreeSet<Arc<str>> = BTreeSet::new();
+        let memory = &self.tiers.memory;
+        for (key, entry) in memory.iter() {
+            if purge.matches(&key, &entry.host, &entry.fresh.tags) {
+                memory.invalidate(&*key);
+                gone.insert(Arc::clone(&key));
+            }
+        }
+        if let Some(disk) = &self.tiers.disk {
+            for (key, indexed) in disk.entries() {
+                if purge.matches(&key, &indexed.host, &indexed.tags) {
+                    disk.remove(&key);
+                    gone.insert(Arc::clone(&key));
+                }
+            }
+        }
+        gone.len()
+    }
+
+    /// Waits until the persistent tier has every entry stored so far (before the state store is
+    /// flushed at shutdown).
+    pub fn flush(&self) {
+        if let Some(disk) = &self.tiers.disk {
+            disk.flush(Duration::from_secs(10));
+        }
+    }
+
+    fn upstream(&self, status: CacheStatus, fill: Option<Fill>) -> Lookup {
+        self.stats.count(status);
+        Lookup::Upstream(status, fill)
+    }
+
+    fn answered(
+        &self,
+        answer: HttpResponse<BoxBody>,
+        status: CacheStatus,
+        refresh: Option<Fill>,
+    ) -> Lookup {
+        self.stats.count(status);
+        Lookup::Answer(answer, Some(status), refresh)
+    }
+
+    fn settled(&self, answer: HttpResponse<BoxBody>, status: CacheStatus) -> Settled {
+        self.stats.count(status);
+        Settled::Answer(answer, status)
+    }
+
+    /// The entry under `key`: from memory, or from the persistent tier (then kept in memory).
+    async fn get(&self, key: &Arc<str>) -> Option<Arc<Entry>> {
+        if let Some(entry) = self.tiers.memory.get(key) {
+            return Some(entry);
+        }
+        match self.tiers.disk.as_ref()?.get(key).await {
+            Read::Found(entry) => {
+                self.tiers
+                    .memory
+                    .insert(Arc::clone(key), Arc::clone(&entry));
+                Some(entry)
+            }
+            Read::Corrupt => {
+                self.stats.count_corrupt();
+                None
+            }
+            Read::Absent => None,
+        }
+    }
+}
+
+impl Tiers {
+    fn insert(&self, key: Arc<str>, entry: Arc<Entry>) {
+        if let Some(disk) = &self.disk {
+            disk.put(Arc::clone(&key), Arc::clone(&entry));
+        }
+        self.memory.insert(key, entry);
     }
 }
 
@@ -113,6 +262,8 @@ impl CacheSettings {
         if let Some(name) = &self.status_header {
             let value = match status {
                 CacheStatus::Hit => "HIT",
+                CacheStatus::Stale => "STALE",
+                CacheStatus::Revalidated => "REVALIDATED",
                 CacheStatus::Miss => "MISS",
                 CacheStatus::Bypass => "BYPASS",
             };
@@ -137,30 +288,52 @@ pub(crate) async fn lookup(
     let version = plugin.current();
     let parts = match version.on_request(&request, Some(req)) {
         Ok(RequestRule::Lookup(parts)) => parts,
-        Ok(RequestRule::Bypass) => return Lookup::Upstream(CacheStatus::Bypass, None),
+        Ok(RequestRule::Bypass) => return cache.upstream(CacheStatus::Bypass, None),
         Err(err) => {
             return match plugin_call::fallback(plugin, "cache-rules", &err) {
-                None => Lookup::Upstream(CacheStatus::Bypass, None),
-                Some(answer) => Lookup::Answer(answer, None),
+                None => cache.upstream(CacheStatus::Bypass, None),
+                Some(answer) => Lookup::Answer(answer, None, None),
             };
         }
     };
     if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return Lookup::Upstream(CacheStatus::Bypass, None);
+        return cache.upstream(CacheStatus::Bypass, None);
     }
     let key: Arc<str> = key::build(&parts, req, host).into();
+    let fill = |flight, stale| Fill {
+        key: Arc::clone(&key),
+        host: host.to_string(),
+        request: request.clone(),
+        version: Arc::clone(&version),
+        flight,
+        stale,
+    };
+    let head = req.method() == Method::HEAD;
     let mut waited = false;
     loop {
-        if let Some(entry) = cache.memory.get(&key) {
-            let now = now_ms();
-            if entry.is_fresh(now) && entry.matches(req) {
-                let answer = answer(&entry, req, now, compression);
-                return Lookup::Answer(answer, Some(CacheStatus::Hit));
+        let now = now_ms();
+        let stale = match cache.get(&key).await {
+            Some(entry) if entry.matches(req) => {
+                if entry.is_fresh(now) {
+                    let answer = answer(&entry, req, now, compression, &cache.stats);
+                    return cache.answered(answer, CacheStatus::Hit, None);
+                }
+                if entry.may_answer_while_revalidating(now) {
+                    // One refresh at a time; a HEAD cannot refresh a body.
+                    let refresh = match cache.flights.join(&key) {
+                        Join::Lead(guard) if !head => Some(fill(Some(guard), Some(entry.clone()))),
+                        _ => None,
+                    };
+                    let answer = answer(&entry, req, now, compression, &cache.stats);
+                    return cache.answered(answer, CacheStatus::Stale, refresh);
+                }
+                Some(entry)
             }
-        }
+            _ => None,
+        };
         // A HEAD response has no body to store: it goes upstream alone.
-        if req.method() == Method::HEAD {
-            return Lookup::Upstream(CacheStatus::Miss, None);
+        if head {
+            return cache.upstream(CacheStatus::Miss, None);
         }
         let flight = match (waited, cache.flights.join(&key)) {
             (false, Join::Wait(wait)) => {
@@ -171,20 +344,117 @@ pub(crate) async fn lookup(
             (_, Join::Lead(guard)) => Some(guard),
             (true, Join::Wait(_)) => None,
         };
-        let fill = Fill {
-            key,
-            request,
-            version,
-            flight,
-        };
-        return Lookup::Upstream(CacheStatus::Miss, Some(fill));
+        return cache.upstream(CacheStatus::Miss, Some(fill(flight, stale)));
     }
 }
 
 impl Fill {
+    /// The host the request named.
+    pub(crate) fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Shapes the upstream request: identity (the cache encodes itself), none of the client's
+    /// own conditions or ranges (the whole representation is wanted), and the stale entry's
+    /// validators, so an unchanged resource costs a 304 instead of a body.
+    pub(crate) fn shape(&self, headers: &mut HeaderMap) {
+        // An absent Accept-Encoding would mean "any coding" (RFC 9110 §12.5.3).
+        headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        for name in [
+            IF_NONE_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_MATCH,
+            IF_UNMODIFIED_SINCE,
+            IF_RANGE,
+            RANGE,
+        ] {
+            headers.remove(name);
+        }
+        if let Some(stale) = &self.stale {
+            for (validator, condition) in
+                [(ETAG, IF_NONE_MATCH), (LAST_MODIFIED, IF_MODIFIED_SINCE)]
+            {
+                if let Some(value) = stale.headers.get(validator) {
+                    headers.insert(condition, value.clone());
+                }
+            }
+        }
+    }
+
+    /// Settles the upstream's `outcome`: a failure or a 5xx is answered from a stale entry
+    /// within its `stale-if-error` window; a 304 refreshes the stale entry and answers from it;
+    /// any other response streams on, stored when the plugin says so.
+    pub(crate) fn settle(
+        self,
+        cache: &ResponseCache,
+        settings: &CacheSettings,
+        compression: &CompressionSettings,
+        req: &HttpRequest,
+        outcome: Result<HttpResponse<UpstreamBody>, EdgeError>,
+    ) -> Settled {
+        let now = now_ms();
+        let failed = outcome
+            .as_ref()
+            .map_or(true, |response| response.status().is_server_error());
+        if let Some(stale) = self.stale.as_ref().filter(|_| failed)
+            && stale.may_answer_on_error(now)
+        {
+            let answer = answer(stale, req, now, compression, &cache.stats);
+            return cache.settled(answer, CacheStatus::Stale);
+        }
+        match outcome {
+            Ok(response) if response.status() == StatusCode::NOT_MODIFIED => {
+                match self.stale.clone() {
+                    Some(stale) => {
+                        let entry = self.revalidated(cache, &stale, response.headers(), req, now);
+                        let answer = answer(&entry, req, now, compression, &cache.stats);
+                        cache.settled(answer, CacheStatus::Revalidated)
+                    }
+                    None => Settled::Forward(Ok(response)),
+                }
+            }
+            Ok(response) => {
+                Settled::Forward(Ok(self.store(cache, settings, compression, req, response)))
+            }
+            Err(err) => Settled::Forward(Err(err)),
+        }
+    }
+
+    /// `stale` refreshed by a 304's `headers`, stored for as long as the plugin now says.
+    fn revalidated(
+        self,
+        cache: &ResponseCache,
+        stale: &Entry,
+        headers: &HeaderMap,
+        req: &HttpRequest,
+        now: u64,
+    ) -> Arc<Entry> {
+        let mut entry = stale.refreshed(headers, now);
+        let rule = self.version.on_response(
+            &self.request,
+            &Response {
+                status: entry.status.as_u16(),
+            },
+            &entry.headers,
+            Some(req),
+        );
+        let store = match rule {
+            Ok(ResponseRule::Store(store)) if store.ttl_ms > 0 => Some(store),
+            _ => None,
+        };
+        if let Some(store) = &store {
+            entry.fresh = Freshness::of(store);
+        }
+        let entry = Arc::new(entry);
+        if store.is_some() {
+            cache.tiers.insert(self.key, Arc::clone(&entry));
+        }
+        entry
+    }
+
     /// Stores `response` when the plugin says so: its body is copied as it streams to the client
     /// and the entry is stored once the body has ended whole.
-    pub(crate) fn store(
+    fn store(
         self,
         cache: &ResponseCache,
         settings: &CacheSettings,
@@ -213,8 +483,10 @@ impl Fill {
         let headers = response.headers().clone();
         let compressible_type = compression.compressible(&headers, u64::MAX);
         let min_length = compression.min_length();
-        let memory = cache.memory.clone();
-        let Fill { key, flight, .. } = self;
+        let tiers = cache.tiers.clone();
+        let Fill {
+            key, flight, host, ..
+        } = self;
         let complete = Box::new(move |body: Bytes| {
             let compressible = compressible_type && body.len() as u64 >= min_length;
             let entry = Entry {
@@ -224,11 +496,11 @@ impl Fill {
                 variants: Default::default(),
                 body,
                 stored_at_ms: now_ms(),
-                ttl_ms: store.ttl_ms,
+                fresh: Freshness::of(&store),
+                host,
                 vary,
-                tags: store.tags,
             };
-            memory.insert(key, Arc::new(entry));
+            tiers.insert(key, Arc::new(entry));
             // Only now may the waiters look again.
             drop(flight);
         });
@@ -294,6 +566,7 @@ fn answer(
     req: &HttpRequest,
     now_ms: u64,
     compression: &CompressionSettings,
+    stats: &CacheStats,
 ) -> HttpResponse<BoxBody> {
     let age = HeaderValue::from(entry.age(now_ms).as_secs());
     let coding = if entry.compressible {
@@ -334,6 +607,9 @@ fn answer(
             .get_or_init(|| compression.compress(&entry.body, coding))
             .clone(),
     };
+    if req.method() != Method::HEAD {
+        stats.served(body.len(), entry.body.len());
+    }
     let mut response = HttpResponse::with_body(entry.status, BoxBody::new(body));
     *response.headers_mut() = headers;
     response.headers_mut().insert(AGE, age);

@@ -14,9 +14,7 @@ use std::time::{Duration, Instant};
 use actix_http::{ConnectionType, RequestHead, ResponseHead};
 use actix_web::body::{BodySize, BoxBody, EitherBody};
 use actix_web::error::PayloadError;
-use actix_web::http::header::{
-    ACCEPT_ENCODING, HOST, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING,
-};
+use actix_web::http::header::{HOST, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use actix_web::http::{Method, StatusCode, Uri};
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
@@ -61,14 +59,14 @@ enum RequestBody {
     ),
 }
 
-/// Forwards `req` along `route`, recording what happened in `outcome`. With `identity`, the
-/// upstream is asked for an uncompressed body (the cache stores identity and encodes itself).
+/// Forwards `req` along `route`, recording what happened in `outcome`. `shape` has the last word
+/// on the request headers (the cache asks for identity, and conditionally).
 pub(crate) async fn forward(
     req: &HttpRequest,
     payload: web::Payload,
     route: &Route,
     request_id: &HeaderValue,
-    identity: bool,
+    shape: impl FnOnce(&mut HeaderMap),
     outcome: &mut UpstreamOutcome,
 ) -> Result<HttpResponse<UpstreamBody>, EdgeError> {
     let group = &route.group;
@@ -89,10 +87,7 @@ pub(crate) async fn forward(
     };
     add_forwarding(&mut headers, &forwarding);
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
-    if identity {
-        // An absent Accept-Encoding would mean "any coding" (RFC 9110 §12.5.3).
-        headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-    }
+    shape(&mut headers);
     let path = route.upstream_path(req.uri());
     let pick = PickContext {
         client_ip,

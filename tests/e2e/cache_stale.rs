@@ -1,0 +1,116 @@
+//! Stale entries through the real edge: stale-while-revalidate, revalidation with a 304, and
+//! stale-if-error with the upstream stopped. Entries here live one second (`max_age=1`); the
+//! tests wait that second out.
+
+use std::time::Duration;
+
+use crate::cache::{cached_site, x_cache};
+use crate::support::{Gatehouse, Upstream, client, eventually};
+
+/// Past a one-second freshness lifetime.
+const EXPIRED: Duration = Duration::from_millis(1_300);
+
+#[tokio::test]
+async fn a_stale_entry_answers_at_once_while_one_background_request_refreshes_it() {
+    let upstream = Upstream::start("app").await;
+    let gatehouse = Gatehouse::start(&cached_site(&upstream, "builtin:cache-rules"));
+    let http = client(None);
+    let url = gatehouse.url("/cached/s?max_age=1&swr=60");
+    let first = http.get(&url).send().await.unwrap();
+    assert_eq!(x_cache(&first), "MISS");
+    let body = first.text().await.unwrap();
+    tokio::time::sleep(EXPIRED).await;
+
+    let stale = futures_util::future::join_all((0..5).map(|_| async {
+        let response = http.get(&url).send().await.unwrap();
+        let cache = x_cache(&response).to_string();
+        let age: u64 = response.headers()["age"].to_str().unwrap().parse().unwrap();
+        (cache, age, response.text().await.unwrap())
+    }))
+    .await;
+    for (cache, age, text) in &stale {
+        assert_eq!((cache.as_str(), text), ("STALE", &body));
+        assert!(*age >= 1, "a stale answer says how old it is: {age}");
+    }
+    eventually(Duration::from_secs(5), "the background refresh", || async {
+        upstream.hits() == 2
+    })
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "the refreshed entry answers",
+        || async { x_cache(&http.get(&url).send().await.unwrap()) == "HIT" },
+    )
+    .await;
+    assert_eq!(upstream.hits(), 2, "five stale answers, one refresh");
+}
+
+#[tokio::test]
+async fn an_expired_entry_is_revalidated_with_a_conditional_request() {
+    let upstream = Upstream::start("app").await;
+    let gatehouse = Gatehouse::start(&cached_site(&upstream, "builtin:cache-rules"));
+    let http = client(None);
+    let url = gatehouse.url("/cached/r?max_age=1");
+    let body = http.get(&url).send().await.unwrap().text().await.unwrap();
+    tokio::time::sleep(EXPIRED).await;
+
+    let revalidated = http.get(&url).send().await.unwrap();
+    assert_eq!(
+        (revalidated.status().as_u16(), x_cache(&revalidated)),
+        (200, "REVALIDATED"),
+        "the upstream's 304 refreshed the entry; the client, which asked for no condition, gets it whole"
+    );
+    assert_eq!(revalidated.text().await.unwrap(), body);
+    let client_condition = http
+        .get(&url)
+        .header("if-none-match", "\"v1\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            client_condition.status().as_u16(),
+            x_cache(&client_condition)
+        ),
+        (304, "HIT")
+    );
+    assert_eq!(upstream.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_stale_entry_answers_while_the_upstream_is_down_within_stale_if_error() {
+    let mut upstream = Upstream::start("app").await;
+    let gatehouse = Gatehouse::start(&cached_site(&upstream, "builtin:cache-rules"));
+    let http = client(None);
+    let rescued = gatehouse.url("/cached/e?max_age=1&sie=60");
+    let unprotected = gatehouse.url("/cached/n?max_age=1");
+    let body = http
+        .get(&rescued)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    http.get(&unprotected).send().await.unwrap();
+    tokio::time::sleep(EXPIRED).await;
+    upstream.stop().await;
+
+    let stale = http.get(&rescued).send().await.unwrap();
+    assert_eq!((stale.status().as_u16(), x_cache(&stale)), (200, "STALE"));
+    assert_eq!(stale.text().await.unwrap(), body);
+    let failed = http.get(&unprotected).send().await.unwrap();
+    assert_eq!(
+        (failed.status().as_u16(), x_cache(&failed)),
+        (502, "MISS"),
+        "without stale-if-error the failure shows"
+    );
+
+    upstream.restart().await;
+    let back = http.get(&rescued).send().await.unwrap();
+    assert_eq!(
+        x_cache(&back),
+        "REVALIDATED",
+        "with the upstream back, the entry is refreshed"
+    );
+}
