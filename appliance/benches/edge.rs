@@ -44,9 +44,15 @@ fn routing(c: &mut Criterion) {
             strip_prefix: false,
             rate_limit: None,
             cache: None,
+            browser_cache: None,
         })
         .collect();
-    let router = Router::new(&routes, &groups, &Plugins::default());
+    let router = Router::new(
+        &routes,
+        &groups,
+        &Plugins::default(),
+        &gatehouse::config::BrowserCacheConfig::default(),
+    );
     c.bench_function("router/find among 20 routes", |b| {
         b.iter(|| {
             router.find(

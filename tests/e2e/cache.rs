@@ -186,3 +186,48 @@ async fn the_example_plugin_bypasses_logged_in_visitors_and_ignores_tracking_par
     assert_eq!(x_cache(&logged_in), "BYPASS");
     assert_eq!(upstream.hits(), 2);
 }
+
+#[tokio::test]
+async fn malformed_range_cache_control_and_accept_encoding_are_ignored_as_the_rfcs_allow() {
+    let upstream = Upstream::start("app").await;
+    let gatehouse = Gatehouse::start(&cached_site(&upstream, "builtin:cache-rules"));
+    let http = client(None);
+    let url = gatehouse.url("/cached/m?pad=4000");
+    let body = http.get(&url).send().await.unwrap().text().await.unwrap();
+    let many_ranges = (0..2000)
+        .map(|i| format!("{i}-{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let many_codings = (0..500)
+        .map(|i| format!("x-coding-{i};q=0.{}", i % 10))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let hostile = [
+        ("range", "bytes=abc-def".to_string()),
+        ("range", format!("bytes={many_ranges}")),
+        ("range", "lines=1-2".to_string()),
+        (
+            "cache-control",
+            "max-age=abc, ,,, no-transform=\"".to_string(),
+        ),
+        ("accept-encoding", "gzip;q=abc, ;;;, *;q=-1".to_string()),
+        ("accept-encoding", many_codings),
+    ];
+    for (name, value) in hostile {
+        let response = http
+            .get(&url)
+            .header(name, value.as_str())
+            .send()
+            .await
+            .unwrap();
+        let what = format!("{name}: {}", &value[..value.len().min(40)]);
+        assert_eq!(response.status(), 200, "{what}");
+        assert_eq!(x_cache(&response), "HIT", "{what}");
+        assert!(
+            response.headers().get("content-encoding").is_none(),
+            "{what}: no coding the client accepts was offered"
+        );
+        assert_eq!(response.text().await.unwrap(), body, "{what}");
+    }
+    assert_eq!(upstream.hits(), 1);
+}

@@ -8,7 +8,7 @@ use gatehouse::store::{SledStore, Store, Tree};
 use serde_json::{Value, json};
 
 use crate::cache::{cached_site, x_cache};
-use crate::support::{Gatehouse, Upstream, client, eventually};
+use crate::support::{Gatehouse, Process, Upstream, client, eventually, free_port};
 
 async fn report(gatehouse: &Gatehouse) -> Value {
     client(None)
@@ -204,5 +204,62 @@ async fn purges_by_key_prefix_tag_and_host_through_the_admin_api() {
         cached().await,
         [true, true, true, true],
         "nothing was purged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_memory_tier_evicts_and_the_process_stays_within_its_bound() {
+    const MIB: u64 = 1024 * 1024;
+    let upstream = Upstream::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, admin) = (free_port(), free_port());
+    let config = format!(
+        "[edge]\nlisten = [\"127.0.0.1:{edge}\"]\nworkers = 1\n\
+         [admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+         [state]\ndir = \"state\"\n\
+         [cache]\nmemory = \"16 MiB\"\ndisk = \"0\"\n{}",
+        cached_site(&upstream, "builtin:cache-rules")
+    );
+    std::fs::write(dir.path().join("gatehouse.toml"), config).unwrap();
+    let gatehouse = Process::spawn(&["run", "-c", "gatehouse.toml"], dir.path(), &[]);
+    gatehouse.wait_for_log("gatehouse is serving").await;
+    let http = client(None);
+    let fetch = |i: usize| {
+        let url = format!("http://127.0.0.1:{edge}/cached/big/{i}?pad=262144");
+        let request = http.get(url).send();
+        async move { request.await.unwrap().bytes().await.unwrap().len() }
+    };
+    for i in 0..8 {
+        fetch(i).await;
+    }
+    let baseline = gatehouse.rss();
+
+    // 160 MiB of distinct entries through a 16 MiB tier, eight at a time.
+    for batch in (8..648).collect::<Vec<_>>().chunks(8) {
+        let sizes = futures_util::future::join_all(batch.iter().map(|&i| fetch(i))).await;
+        assert!(sizes.iter().all(|&size| size > 256 * 1024));
+    }
+    let report: Value = http
+        .get(format!("http://127.0.0.1:{admin}/api/v1/cache"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (entries, bytes) = (
+        report["memory"]["entries"].as_u64().unwrap(),
+        report["memory"]["bytes"].as_u64().unwrap(),
+    );
+    assert!(bytes <= 16 * MIB, "the tier holds {bytes} bytes");
+    assert!(
+        entries > 0 && entries < 100,
+        "{entries} entries: the oldest were evicted"
+    );
+    let grown = gatehouse.rss().saturating_sub(baseline);
+    assert!(
+        grown < 64 * MIB,
+        "resident memory grew by {} MiB after 160 MiB went through a 16 MiB tier",
+        grown / MIB
     );
 }

@@ -7,6 +7,7 @@
 mod support;
 
 mod balancing;
+mod browser_cache;
 mod cache;
 mod cache_ops;
 mod cache_stale;

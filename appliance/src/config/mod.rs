@@ -48,6 +48,9 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Response compression.
     pub compression: CompressionConfig,
+    /// `Cache-Control` for browsers by content type or path.
+    #[serde(default)]
+    pub browser_cache: BrowserCacheConfig,
     /// PostgreSQL pooler knobs, under the reference deployment's names.
     pub pool: PoolConfig,
     /// Monitoring switch (`ENABLE_PERFORMANCE_MONITORING`).
@@ -71,6 +74,7 @@ impl Default for Config {
                 strip_prefix: false,
                 rate_limit: None,
                 cache: None,
+                browser_cache: None,
             }],
             upstreams: BTreeMap::from([(
                 DEFAULT_UPSTREAM.to_string(),
@@ -82,6 +86,7 @@ impl Default for Config {
             plugins: BTreeMap::new(),
             cache: CacheConfig::default(),
             compression: CompressionConfig::default(),
+            browser_cache: BrowserCacheConfig::default(),
             pool: PoolConfig::default(),
             monitoring: MonitoringConfig::default(),
             redis: RedisConfig::default(),
@@ -297,6 +302,10 @@ pub struct RouteConfig {
     /// Default: none (nothing cached).
     #[serde(default)]
     pub cache: Option<String>,
+    /// This route's browser caching, replacing `[browser_cache]` (`{ enabled = false }` opts
+    /// out). Default: the global `[browser_cache]`.
+    #[serde(default)]
+    pub browser_cache: Option<BrowserCacheConfig>,
 }
 
 impl RouteConfig {
@@ -615,6 +624,74 @@ impl Default for CacheConfig {
             max_entry: ByteSize::mib(8),
             status_header: "X-Cache".into(),
             coalesce_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `Cache-Control` for browsers, by content type or path pattern (nginx's `expires`), on
+/// responses whose upstream sent none.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrowserCacheConfig {
+    /// Default `true`.
+    pub enabled: bool,
+    /// Replace the upstream's own `Cache-Control` too. Default `false` (the upstream's wins).
+    pub override_upstream: bool,
+    /// The first matching rule sets the header. Default, as the reference deployment: HTML 5
+    /// minutes; CSS and JavaScript 1 year, immutable; images 6 months, immutable; fonts 1 year,
+    /// immutable.
+    pub rules: Vec<BrowserCacheRule>,
+}
+
+/// One browser-caching rule: it matches when the response's media type and the request's path
+/// both match (an empty list matches anything; at least one list must be given).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserCacheRule {
+    /// Media types (`"text/html"`) or type prefixes ending in `/` (`"image/"`).
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// Path patterns, `*` standing for any run of characters (`"/static/*"`, `"*.css"`).
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// The `Cache-Control` value, e.g. `"public, max-age=300"`.
+    pub cache_control: String,
+}
+
+impl Default for BrowserCacheConfig {
+    fn default() -> Self {
+        let rule = |types: &[&str], cache_control: &str| BrowserCacheRule {
+            types: types.iter().map(|t| t.to_string()).collect(),
+            paths: Vec::new(),
+            cache_control: cache_control.into(),
+        };
+        let year = "public, max-age=31536000, immutable";
+        Self {
+            enabled: true,
+            override_upstream: false,
+            rules: vec![
+                rule(&["text/html"], "public, max-age=300"),
+                rule(
+                    &[
+                        "text/css",
+                        "text/javascript",
+                        "application/javascript",
+                        "application/x-javascript",
+                    ],
+                    year,
+                ),
+                rule(&["image/"], "public, max-age=15552000, immutable"),
+                rule(
+                    &[
+                        "font/",
+                        "application/font-woff",
+                        "application/font-woff2",
+                        "application/vnd.ms-fontobject",
+                        "application/x-font-ttf",
+                    ],
+                    year,
+                ),
+            ],
         }
     }
 }

@@ -5,10 +5,10 @@ use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use actix_web::http::header::HeaderName;
+use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::uri::Authority;
 
-use super::{Balance, Config, PluginConfig, RouteConfig, UpstreamConfig};
+use super::{Balance, BrowserCacheConfig, Config, PluginConfig, RouteConfig, UpstreamConfig};
 use crate::policy::{self, PluginKind};
 
 /// One problem with a value: the key path (segments; array indexes as numbers) and the reason.
@@ -30,6 +30,35 @@ impl Problem {
     }
 }
 
+/// Every rule names what it matches, with a `Cache-Control` value that can be sent.
+fn check_browser_cache(key: &str, config: &BrowserCacheConfig, problems: &mut Vec<Problem>) {
+    for (index, rule) in config.rules.iter().enumerate() {
+        let at = |field: &str| format!("{key}.rules.{index}{field}");
+        if rule.types.is_empty() && rule.paths.is_empty() {
+            problems.push(Problem::new(
+                &at(""),
+                "give types, paths or both (a rule for everything would mark API answers too)",
+            ));
+        }
+        if rule.cache_control.trim().is_empty()
+            || HeaderValue::from_str(&rule.cache_control).is_err()
+        {
+            problems.push(Problem::new(
+                &at(".cache_control"),
+                "must be a non-empty header value (visible ASCII)",
+            ));
+        }
+        for (p, path) in rule.paths.iter().enumerate() {
+            if !(path.starts_with('/') || path.starts_with('*')) {
+                problems.push(Problem::new(
+                    &at(&format!(".paths.{p}")),
+                    format!("{path:?} must start with / or *"),
+                ));
+            }
+        }
+    }
+}
+
 /// Longest upstream weight accepted; the round-robin schedule has one slot per weight unit.
 const MAX_WEIGHT: u32 = 100;
 
@@ -43,6 +72,16 @@ impl Config {
             self.check_route(index, route, &mut problems);
         }
         check_route_overlaps(&self.routes, &mut problems);
+        check_browser_cache("browser_cache", &self.browser_cache, &mut problems);
+        for (index, route) in self.routes.iter().enumerate() {
+            if let Some(config) = &route.browser_cache {
+                check_browser_cache(
+                    &format!("routes.{index}.browser_cache"),
+                    config,
+                    &mut problems,
+                );
+            }
+        }
         for (name, upstream) in &self.upstreams {
             check_upstream(name, upstream, &mut problems);
         }

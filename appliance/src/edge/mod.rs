@@ -15,6 +15,7 @@
 //!
 //! This module owns the request path and must not block: no file or store I/O per request.
 
+pub mod browser_cache;
 pub mod cache;
 pub mod compress;
 pub mod error;
@@ -97,7 +98,7 @@ impl EdgeRuntime {
         let (groups, fresh) =
             build_groups(&config.upstreams, previous.map_or(&empty, |p| &p.groups));
         let runtime = Self {
-            router: Router::new(&config.routes, &groups, &plugins),
+            router: Router::new(&config.routes, &groups, &plugins, &config.browser_cache),
             groups,
             health_path: config.edge.health_path.clone(),
             access_log: config.log.access,
@@ -310,6 +311,9 @@ fn complete(
             request_id: request_id.to_str().ok().map(str::to_string),
             upstream: outcome,
         });
+    }
+    if let Some(browser_cache) = &route.browser_cache {
+        browser_cache.apply(req, &mut response);
     }
     response
         .headers_mut()

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use actix_web::http::uri::{PathAndQuery, Uri};
 
-use crate::config::RouteConfig;
+use super::browser_cache::BrowserCaching;
+use crate::config::{BrowserCacheConfig, RouteConfig};
 use crate::policy::{Plugin, Plugins};
 use crate::upstream::UpstreamGroup;
 
@@ -27,6 +28,8 @@ pub struct Route {
     pub rate_limit: Option<Arc<Plugin>>,
     /// The plugin that decides what it caches.
     pub cache: Option<Arc<Plugin>>,
+    /// `Cache-Control` for browsers, unless the route opted out.
+    pub browser_cache: Option<BrowserCaching>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +47,7 @@ impl Router {
         configs: &[RouteConfig],
         groups: &BTreeMap<String, Arc<UpstreamGroup>>,
         plugins: &Plugins,
+        browser_cache: &BrowserCacheConfig,
     ) -> Self {
         let plugin = |name: &Option<String>| name.as_deref().and_then(|n| plugins.get(n)).cloned();
         let mut routes: Vec<Route> = configs
@@ -61,6 +65,9 @@ impl Router {
                 group: Arc::clone(&groups[&config.upstream]),
                 rate_limit: plugin(&config.rate_limit),
                 cache: plugin(&config.cache),
+                browser_cache: BrowserCaching::new(
+                    config.browser_cache.as_ref().unwrap_or(browser_cache),
+                ),
             })
             .collect();
         // Exact hosts before wildcards before any-host; then longer prefixes first. The sort is
@@ -165,9 +172,15 @@ mod tests {
                 strip_prefix: *strip,
                 rate_limit: None,
                 cache: None,
+                browser_cache: None,
             })
             .collect();
-        Router::new(&configs, &groups, &Plugins::default())
+        Router::new(
+            &configs,
+            &groups,
+            &Plugins::default(),
+            &BrowserCacheConfig::default(),
+        )
     }
 
     fn name(router: &Router, host: &str, path: &str) -> Option<String> {

@@ -340,6 +340,18 @@ impl Process {
         .await;
     }
 
+    /// Resident memory of the process, in bytes (from `/proc`).
+    pub fn rss(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kib * 1024
+    }
+
     /// Sends a signal by name (TERM, HUP, ...).
     pub fn signal(&self, name: &str) {
         let pid = self.child.id().expect("running").to_string();

@@ -17,6 +17,7 @@
 //!   `Vary`, `&cookie` for a `Set-Cookie`, `&pad=N` for N more bytes of text, `&max_age=N`,
 //!   `&swr=N` and `&sie=N` for other Cache-Control directives, `&tag=T` for a `Cache-Tag`);
 //!   `304 Not Modified` to `If-None-Match: "v1"`
+//! - `/typed/...?type=T`: `typed` as media type T (add `&own=1` for `Cache-Control: no-cache`)
 //! - anything else: `NAME METHOD PATH`
 
 use std::collections::BTreeMap;
@@ -266,6 +267,16 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             response
                 .headers_mut()
                 .insert("content-length", "1000".parse().unwrap());
+            response
+        }
+        _ if path.starts_with("/typed/") => {
+            let mut response = text(StatusCode::OK, "typed".into());
+            let headers = response.headers_mut();
+            let media_type = query.get("type").map_or("text/plain", String::as_str);
+            headers.insert("content-type", media_type.parse().unwrap());
+            if query.contains_key("own") {
+                headers.insert("cache-control", "no-cache".parse().unwrap());
+            }
             response
         }
         _ if path.starts_with("/cached/")
