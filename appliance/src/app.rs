@@ -611,6 +611,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("log.format", old.log.format != new.log.format),
         ("cache.memory", old.cache.memory != new.cache.memory),
         ("cache.disk", old.cache.disk != new.cache.disk),
+        ("redis", old.redis != new.redis),
     ]
     .into_iter()
     .filter_map(|(key, changed)| changed.then_some(key))

@@ -10,6 +10,7 @@ mod balancing;
 mod browser_cache;
 mod cache;
 mod cache_ops;
+mod cache_shared;
 mod cache_stale;
 mod compression;
 mod config;

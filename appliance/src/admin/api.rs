@@ -86,16 +86,16 @@ async fn cache_report(edge: web::Data<EdgeState>) -> HttpResponse {
 /// `POST /api/v1/cache/purge` with one of `{"key": ...}`, `{"prefix": ...}`, `{"tag": ...}`,
 /// `{"host": ...}`.
 async fn purge(edge: web::Data<EdgeState>, what: web::Json<Purge>) -> HttpResponse {
-    purged(&edge, &what)
+    purged(&edge, &what).await
 }
 
 /// `DELETE /api/v1/cache/hosts/{host}`: everything cached for a host.
 async fn purge_host(edge: web::Data<EdgeState>, host: web::Path<String>) -> HttpResponse {
-    purged(&edge, &Purge::Host(host.into_inner()))
+    purged(&edge, &Purge::Host(host.into_inner())).await
 }
 
-fn purged(edge: &EdgeState, what: &Purge) -> HttpResponse {
-    let purged = edge.cache().purge(what);
-    tracing::info!(?what, purged, "cache purged");
-    HttpResponse::Ok().json(serde_json::json!({ "purged": purged }))
+async fn purged(edge: &EdgeState, what: &Purge) -> HttpResponse {
+    let report = edge.cache().purge(what).await;
+    tracing::info!(?what, purged = report.purged, shared = ?report.shared, "cache purged");
+    HttpResponse::Ok().json(report)
 }

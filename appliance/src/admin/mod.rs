@@ -42,9 +42,8 @@ async fn healthz(sources: web::Data<HealthSources>) -> HttpResponse {
 async fn readyz(sources: web::Data<HealthSources>) -> HttpResponse {
     let verdict = web::block(move || sources.readiness()).await;
     match verdict {
-        Ok((true, _)) => HttpResponse::Ok().json(serde_json::json!({ "ready": true })),
-        Ok((false, reasons)) => HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({ "ready": false, "reasons": reasons })),
+        Ok(readiness) if readiness.ready => HttpResponse::Ok().json(readiness),
+        Ok(readiness) => HttpResponse::ServiceUnavailable().json(readiness),
         Err(err) => {
             HttpResponse::InternalServerError().body(format!("readiness check failed: {err}\n"))
         }

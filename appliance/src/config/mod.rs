@@ -771,8 +771,16 @@ pub struct RedisConfig {
     /// Share cache and limits with other instances through Redis
     /// (`HORIZONTAL_SCALING_ENABLED`). Default `false`.
     pub enabled: bool,
-    /// `redis://` or `rediss://` URL. Default `"redis://127.0.0.1:6379"`.
+    /// `redis://` or `rediss://` URL of one server; `redis-cluster://HOST:PORT?node=HOST:PORT&...`
+    /// (or `rediss-cluster://`) for Redis Cluster. Default `"redis://127.0.0.1:6379"`.
     pub url: String,
+    /// Prepended to every key and channel, so several deployments can share one Redis.
+    /// Default `"gatehouse:"`.
+    pub key_prefix: String,
+    /// Longest wait for one Redis command on the request path; a slower or absent Redis
+    /// counts as a miss. Default `"250ms"`.
+    #[serde(with = "durations")]
+    pub timeout: Duration,
 }
 
 impl Default for RedisConfig {
@@ -780,6 +788,8 @@ impl Default for RedisConfig {
         Self {
             enabled: false,
             url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "gatehouse:".into(),
+            timeout: Duration::from_millis(250),
         }
     }
 }

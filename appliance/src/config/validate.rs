@@ -91,10 +91,14 @@ impl Config {
         if self.pool.pool_size == 0 {
             problems.push(Problem::new("pool.pool_size", "must be at least 1"));
         }
-        if self.redis.enabled && !is_redis_url(&self.redis.url) {
+        if self.redis.enabled
+            && let Err(why) = check_redis_url(&self.redis.url)
+        {
             problems.push(Problem::new(
                 "redis.url",
-                "must start with redis:// or rediss://",
+                format!(
+                    "not a Redis URL ({why}): use redis://, rediss://, redis-cluster:// or rediss-cluster://"
+                ),
             ));
         }
         if self.state.dir.as_os_str().is_empty() {
@@ -437,8 +441,16 @@ fn check_hash_key(key: &str) -> Result<(), String> {
     }
 }
 
-fn is_redis_url(url: &str) -> bool {
-    url.starts_with("redis://") || url.starts_with("rediss://")
+/// A URL the shared tier's client accepts, with a scheme it is meant for.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    const SCHEMES: [&str; 4] = ["redis", "rediss", "redis-cluster", "rediss-cluster"];
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    if !SCHEMES.contains(&scheme) {
+        return Err(format!("scheme {scheme:?}"));
+    }
+    fred::prelude::Config::from_url(url)
+        .map(|_| ())
+        .map_err(|err| err.details().to_string())
 }
 
 fn list(names: &[&str]) -> String {

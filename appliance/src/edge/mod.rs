@@ -124,7 +124,7 @@ impl EdgeState {
             ids: RequestIds::new(instance),
             active: Arc::default(),
             gcra: Gcra::default(),
-            cache: ResponseCache::new(&config.cache, store),
+            cache: ResponseCache::new(&config.cache, store, &config.redis),
         }
     }
 

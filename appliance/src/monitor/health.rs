@@ -70,6 +70,8 @@ pub struct Checks {
     pub upstreams: Check<BTreeMap<String, GroupStatus>>,
     /// The TLS certificate, when TLS is on.
     pub tls: Option<Check<TlsDetail>>,
+    /// The shared cache tier, when Redis is enabled.
+    pub redis: Option<Check<RedisDetail>>,
 }
 
 /// A subsystem's verdict with its details.
@@ -83,6 +85,29 @@ pub struct Check<T> {
     /// What the subsystem reports.
     pub detail: T,
 }
+
+/// The shared cache tier's connection.
+#[derive(Debug, Serialize)]
+pub struct RedisDetail {
+    /// Whether Redis is reachable now.
+    pub connected: bool,
+}
+
+/// What `/readyz` says.
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    /// Whether to send traffic here.
+    pub ready: bool,
+    /// Why not, when not ready.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// What works less well than it could, while ready (a shared tier that is down).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<String>,
+}
+
+/// Why the shared tier's check is not ok.
+const REDIS_DOWN: &str = "Redis is unreachable: the cache answers from its local tiers only";
 
 /// The certificate being served.
 #[derive(Debug, Serialize)]
@@ -125,11 +150,21 @@ impl HealthSources {
             error: None,
             detail: self.addrs.clone(),
         };
+        let redis = self.edge.cache().shared_status().map(|connected| Check {
+            status: if connected {
+                Status::Ok
+            } else {
+                Status::Degraded
+            },
+            error: (!connected).then(|| REDIS_DOWN.to_string()),
+            detail: RedisDetail { connected },
+        });
         let status = [
             Some(listeners.status),
             Some(store.status),
             Some(upstreams.status),
             tls.as_ref().map(|t| t.status),
+            redis.as_ref().map(|r| r.status),
         ]
         .into_iter()
         .flatten()
@@ -144,13 +179,14 @@ impl HealthSources {
                 store,
                 upstreams,
                 tls,
+                redis,
             },
         }
     }
 
     /// Ready when the listeners are bound, the store works and at least one upstream server can
-    /// take traffic. Returns the verdict and the reasons it is not ready.
-    pub fn readiness(&self) -> (bool, Vec<String>) {
+    /// take traffic; a shared cache tier that is down degrades it without making it unready.
+    pub fn readiness(&self) -> Readiness {
         let mut reasons = Vec::new();
         if let Err(err) = self.store.probe() {
             reasons.push(format!("state store: {err}"));
@@ -159,7 +195,15 @@ impl HealthSources {
         if !runtime.groups.is_empty() && !runtime.groups.values().any(|g| g.any_available()) {
             reasons.push("no upstream server is available".to_string());
         }
-        (reasons.is_empty(), reasons)
+        let mut degraded = Vec::new();
+        if self.edge.cache().shared_status() == Some(false) {
+            degraded.push(REDIS_DOWN.to_string());
+        }
+        Readiness {
+            ready: reasons.is_empty(),
+            reasons,
+            degraded,
+        }
     }
 }
 

@@ -16,7 +16,8 @@
 //!   its body has ended whole; partial (206), `Vary: *` and oversized responses are not.
 //!
 //! Tiers: memory (moka, bounded by bytes; the least recently and frequently used entries go
-//! first) in front of the state store ([`disk`]), which survives restarts.
+//! first) in front of the state store ([`disk`]), which survives restarts, in front of Redis
+//! ([`shared`]), which several instances share.
 
 mod disk;
 mod entry;
@@ -24,6 +25,7 @@ mod flight;
 mod key;
 mod persist;
 mod purge;
+mod shared;
 mod stats;
 
 use std::collections::BTreeSet;
@@ -39,18 +41,20 @@ use actix_web::http::header::{
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
+use tracing::error;
 
 use self::disk::{DiskTier, Read};
 use self::entry::{Entry, Freshness, UntilUseless, now_ms};
 use self::flight::{FlightGuard, Flights, Join};
-pub use self::purge::Purge;
+pub use self::purge::{Purge, PurgeReport};
+use self::shared::SharedTier;
 use self::stats::CacheStats;
 pub use self::stats::{CacheReport, TierReport};
 use super::compress::{self, Coding, CompressionSettings};
 use super::error::EdgeError;
 use super::plugin_call;
 use super::proxy::{Capture, UpstreamBody};
-use crate::config::CacheConfig;
+use crate::config::{CacheConfig, RedisConfig};
 use crate::policy::cache_types::{RequestRule, Response, ResponseRule, Store};
 use crate::policy::{Plugin, PluginVersion, Request};
 use crate::store::Store as StateStore;
@@ -64,11 +68,13 @@ pub struct ResponseCache {
     disk_bound: u64,
 }
 
-/// Where entries live: memory in front, the persistent tier (when configured) behind.
+/// Where entries live: memory in front, then the persistent tier, then the shared tier (each
+/// when configured).
 #[derive(Clone)]
 struct Tiers {
     memory: moka::sync::Cache<Arc<str>, Arc<Entry>>,
     disk: Option<Arc<DiskTier>>,
+    shared: Option<Arc<SharedTier>>,
 }
 
 /// The reloadable settings of the cache phase.
@@ -120,8 +126,13 @@ pub(crate) enum Settled {
 
 impl ResponseCache {
     /// An empty memory tier bounded as `config` says, in front of the persistent tier in
-    /// `store` (when given and `cache.disk` is not zero).
-    pub fn new(config: &CacheConfig, store: Option<Arc<dyn StateStore>>) -> Self {
+    /// `store` (when given and `cache.disk` is not zero), in front of the shared tier in Redis
+    /// (when `redis` is enabled).
+    pub fn new(
+        config: &CacheConfig,
+        store: Option<Arc<dyn StateStore>>,
+        redis: &RedisConfig,
+    ) -> Self {
         let memory = moka::sync::Cache::builder()
             .max_capacity(config.memory.as_u64())
             .weigher(|key: &Arc<str>, entry: &Arc<Entry>| {
@@ -133,8 +144,22 @@ impl ResponseCache {
         let disk = store
             .filter(|_| disk_bound > 0)
             .map(|store| Arc::new(DiskTier::open(store, disk_bound)));
+        let local = Tiers {
+            memory,
+            disk,
+            shared: None,
+        };
+        let shared = redis
+            .enabled
+            .then(|| SharedTier::start(redis, local.clone()))
+            .and_then(|started| {
+                started
+                    .map_err(|err| error!(error = %err, "the shared cache tier cannot start; local tiers only"))
+                    .ok()
+            })
+            .map(Arc::new);
         Self {
-            tiers: Tiers { memory, disk },
+            tiers: Tiers { shared, ..local },
             flights: Arc::default(),
             stats: Arc::default(),
             memory_bound: config.memory.as_u64(),
@@ -147,6 +172,14 @@ impl ResponseCache {
         let memory = &self.tiers.memory;
         memory.run_pending_tasks();
         (memory.entry_count(), memory.weighted_size())
+    }
+
+    /// Whether the shared tier is configured, and reachable now.
+    pub fn shared_status(&self) -> Option<bool> {
+        self.tiers
+            .shared
+            .as_ref()
+            .map(|shared| shared.is_connected())
     }
 
     /// Sizes by tier and what the cache has done since start.
@@ -165,28 +198,27 @@ impl ResponseCache {
                 bound: self.disk_bound,
             }
         });
-        self.stats.report(memory, disk)
+        self.stats.report(memory, disk, self.shared_status())
     }
 
-    /// Drops what `purge` names from every tier; returns how many entries went.
-    pub fn purge(&self, purge: &Purge) -> usize {
-        let mut gone: BTreeSet<Arc<str>> = BTreeSet::new();
-        let memory = &self.tiers.memory;
-        for (key, entry) in memory.iter() {
-            if purge.matches(&key, &entry.host, &entry.fresh.tags) {
-                memory.invalidate(&*key);
-                gone.insert(Arc::clone(&key));
-            }
-        }
-        if let Some(disk) = &self.tiers.disk {
-            for (key, indexed) in disk.entries() {
-                if purge.matches(&key, &indexed.host, &indexed.tags) {
-                    disk.remove(&key);
-                    gone.insert(Arc::clone(&key));
+    /// Drops what `purge` names from every tier, and from every instance sharing the Redis
+    /// tier. The local tiers are purged even when Redis cannot be.
+    pub async fn purge(&self, purge: &Purge) -> PurgeReport {
+        let mut gone = self.tiers.purge_local(purge);
+        let shared = match &self.tiers.shared {
+            None => None,
+            Some(shared) => Some(match shared.purge(purge).await {
+                Ok(keys) => {
+                    gone.extend(keys.into_iter().map(Arc::from));
+                    "ok".to_string()
                 }
-            }
+                Err(err) => format!("failed: {err}"),
+            }),
+        };
+        PurgeReport {
+            purged: gone.len(),
+            shared,
         }
-        gone.len()
     }
 
     /// Waits until the persistent tier has every entry stored so far (before the state store is
@@ -217,24 +249,34 @@ impl ResponseCache {
         Settled::Answer(answer, status)
     }
 
-    /// The entry under `key`: from memory, or from the persistent tier (then kept in memory).
+    /// The entry under `key`: from memory, or else from the persistent tier, or else from the
+    /// shared tier (then kept in memory).
     async fn get(&self, key: &Arc<str>) -> Option<Arc<Entry>> {
         if let Some(entry) = self.tiers.memory.get(key) {
             return Some(entry);
         }
-        match self.tiers.disk.as_ref()?.get(key).await {
-            Read::Found(entry) => {
-                self.tiers
-                    .memory
-                    .insert(Arc::clone(key), Arc::clone(&entry));
-                Some(entry)
+        let mut found = None;
+        if let Some(disk) = &self.tiers.disk {
+            match disk.get(key).await {
+                Read::Found(entry) => found = Some(entry),
+                Read::Corrupt => self.stats.count_corrupt(),
+                Read::Absent => {}
             }
-            Read::Corrupt => {
-                self.stats.count_corrupt();
-                None
-            }
-            Read::Absent => None,
         }
+        if found.is_none()
+            && let Some(shared) = &self.tiers.shared
+        {
+            match shared.get(key).await {
+                Some(Ok(entry)) => found = Some(Arc::new(entry)),
+                Some(Err(_)) => self.stats.count_corrupt(),
+                None => {}
+            }
+        }
+        let entry = found?;
+        self.tiers
+            .memory
+            .insert(Arc::clone(key), Arc::clone(&entry));
+        Some(entry)
     }
 }
 
@@ -243,7 +285,30 @@ impl Tiers {
         if let Some(disk) = &self.disk {
             disk.put(Arc::clone(&key), Arc::clone(&entry));
         }
+        if let Some(shared) = &self.shared {
+            shared.put(&key, Arc::clone(&entry));
+        }
         self.memory.insert(key, entry);
+    }
+
+    /// Drops what `purge` names from the memory and persistent tiers; returns their keys.
+    fn purge_local(&self, purge: &Purge) -> BTreeSet<Arc<str>> {
+        let mut gone: BTreeSet<Arc<str>> = BTreeSet::new();
+        for (key, entry) in self.memory.iter() {
+            if purge.matches(&key, &entry.host, &entry.fresh.tags) {
+                self.memory.invalidate(&*key);
+                gone.insert(Arc::clone(&key));
+            }
+        }
+        if let Some(disk) = &self.disk {
+            for (key, indexed) in disk.entries() {
+                if purge.matches(&key, &indexed.host, &indexed.tags) {
+                    disk.remove(&key);
+                    gone.insert(Arc::clone(&key));
+                }
+            }
+        }
+        gone
     }
 }
 

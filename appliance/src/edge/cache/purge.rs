@@ -1,10 +1,10 @@
 //! What an operator can purge by: the readable keys, their prefixes, the plugin's tags, or a
 //! whole host.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Which entries a purge drops.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Purge {
     /// The entry with exactly this key (`GET shop.test/products?page=2`).
@@ -15,6 +15,16 @@ pub enum Purge {
     Tag(String),
     /// Every entry of requests to this host (case-insensitive).
     Host(String),
+}
+
+/// What a purge did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PurgeReport {
+    /// Entries dropped, counting each key once over all tiers.
+    pub purged: usize,
+    /// The shared tier's outcome (`ok` or why it failed); absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared: Option<String>,
 }
 
 impl Purge {

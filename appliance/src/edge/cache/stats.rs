@@ -26,6 +26,9 @@ pub struct CacheReport {
     pub memory: TierReport,
     /// The persistent tier, when configured.
     pub disk: Option<TierReport>,
+    /// Whether the shared tier (Redis) is reachable; absent without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shared_connected: Option<bool>,
     /// Answered by a fresh entry.
     pub hits: u64,
     /// Answered by a stale entry (while revalidating, or because the upstream failed).
@@ -78,11 +81,17 @@ impl CacheStats {
         self.corrupt_dropped.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn report(&self, memory: TierReport, disk: Option<TierReport>) -> CacheReport {
+    pub(crate) fn report(
+        &self,
+        memory: TierReport,
+        disk: Option<TierReport>,
+        shared_connected: Option<bool>,
+    ) -> CacheReport {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         CacheReport {
             memory,
             disk,
+            shared_connected,
             hits: read(&self.hits),
             stale: read(&self.stale),
             revalidated: read(&self.revalidated),
