@@ -364,6 +364,10 @@ impl Serving {
             if handle_signals {
                 actix_rt::spawn(forward_signals(self.control.clone()));
             }
+            // Warming goes through a plain listener, as a visitor's request would.
+            if let Some(edge) = self.addrs.edge.first() {
+                actix_rt::spawn(edge::cache::warm(Arc::clone(&self.edge), *edge));
+            }
             let _ = started.send(Ok(()));
 
             let mut plugin_poll = tokio::time::interval(PLUGIN_POLL);

@@ -263,3 +263,38 @@ async fn a_full_memory_tier_evicts_and_the_process_stays_within_its_bound() {
         grown / MIB
     );
 }
+
+#[tokio::test]
+async fn the_warming_list_is_cached_in_every_coding_before_anyone_asks_and_again_on_schedule() {
+    let upstream = Upstream::start("app").await;
+    let site = format!(
+        "[cache]\nwarm = [\"/cached/w1?pad=2000\", \"http://shop.test/cached/w2\", \"/cached/w3?max_age=1\"]\nwarm_interval = \"1s\"\n{}",
+        cached_site(&upstream, "builtin:cache-rules")
+    );
+    let gatehouse = Gatehouse::start(&site);
+    eventually(Duration::from_secs(10), "the list warmed", || async {
+        report(&gatehouse).await["memory"]["entries"] == 3
+    })
+    .await;
+    let http = client(None);
+    let warmed = http
+        .get(gatehouse.url("/cached/w1?pad=2000"))
+        .header("accept-encoding", "br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(x_cache(&warmed), "HIT");
+    assert_eq!(warmed.headers()["content-encoding"], "br");
+    let named_host = http
+        .get(gatehouse.url("/cached/w2"))
+        .header("host", "shop.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(x_cache(&named_host), "HIT", "warmed under its host");
+    // The short-lived page is revalidated by the next rounds.
+    eventually(Duration::from_secs(10), "warmed again", || async {
+        upstream.hits() >= 5
+    })
+    .await;
+}

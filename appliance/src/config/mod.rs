@@ -614,6 +614,13 @@ pub struct CacheConfig {
     /// to the upstream itself (nginx's `proxy_cache_lock_timeout`). Default `"5s"`.
     #[serde(with = "durations")]
     pub coalesce_timeout: Duration,
+    /// Pages fetched through the edge at start and every `warm_interval`, so they are cached
+    /// (in every coding) before visitors ask: paths (`"/"`) or URLs naming the host
+    /// (`"http://shop.example/"`). Default `[]`.
+    pub warm: Vec<String>,
+    /// How often the warming list is fetched again. Default `"5m"`.
+    #[serde(with = "durations")]
+    pub warm_interval: Duration,
 }
 
 impl Default for CacheConfig {
@@ -624,6 +631,8 @@ impl Default for CacheConfig {
             max_entry: ByteSize::mib(8),
             status_header: "X-Cache".into(),
             coalesce_timeout: Duration::from_secs(5),
+            warm: Vec::new(),
+            warm_interval: Duration::from_secs(300),
         }
     }
 }

@@ -124,6 +124,14 @@ impl Config {
                 "must not be larger than cache.memory",
             ));
         }
+        for (index, target) in self.cache.warm.iter().enumerate() {
+            if let Err(why) = crate::edge::cache::WarmTarget::parse(target) {
+                problems.push(Problem::new(&format!("cache.warm.{index}"), why));
+            }
+        }
+        if !self.cache.warm.is_empty() && self.cache.warm_interval < Duration::from_secs(1) {
+            problems.push(Problem::new("cache.warm_interval", "must be at least 1s"));
+        }
         let c = &self.compression;
         for (key, level, range) in [
             ("compression.gzip_level", c.gzip_level as i32, 1..=9),

@@ -27,6 +27,7 @@ mod persist;
 mod purge;
 mod shared;
 mod stats;
+mod warm;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub use self::purge::{Purge, PurgeReport};
 use self::shared::SharedTier;
 use self::stats::CacheStats;
 pub use self::stats::{CacheReport, TierReport};
+pub use self::warm::WarmTarget;
+pub(crate) use self::warm::run as warm;
 use super::compress::{self, Coding, CompressionSettings};
 use super::error::EdgeError;
 use super::plugin_call;
@@ -82,6 +85,9 @@ pub struct CacheSettings {
     status_header: Option<HeaderName>,
     max_entry: usize,
     coalesce_timeout: Duration,
+    /// Pages to warm, and how often.
+    warm: Arc<[WarmTarget]>,
+    warm_interval: Duration,
 }
 
 /// What the cache status header says.
@@ -319,6 +325,12 @@ impl CacheSettings {
             status_header: HeaderName::try_from(config.status_header.as_str()).ok(),
             max_entry: config.max_entry.as_u64() as usize,
             coalesce_timeout: config.coalesce_timeout,
+            warm: config
+                .warm
+                .iter()
+                .filter_map(|target| WarmTarget::parse(target).ok())
+                .collect(),
+            warm_interval: config.warm_interval,
         }
     }
 
