@@ -45,6 +45,7 @@ fn routing(c: &mut Criterion) {
             rate_limit: None,
             cache: None,
             browser_cache: None,
+            root: None,
         })
         .collect();
     let router = Router::new(

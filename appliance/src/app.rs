@@ -158,6 +158,20 @@ impl App {
 /// Loads what must be read from disk before serving, turning failures into config errors that
 /// name the key and line.
 fn provision(loaded: &Loaded) -> Result<Provisioned, ConfigError> {
+    let missing_roots: Vec<Problem> = loaded
+        .config
+        .routes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, route)| {
+            let dir = route.root.as_ref().filter(|dir| !dir.is_dir())?;
+            let why = format!("{} is not a directory", dir.display());
+            Some(Problem::new(&format!("routes.{index}.root"), why))
+        })
+        .collect();
+    if !missing_roots.is_empty() {
+        return Err(loaded.error(&missing_roots));
+    }
     let tls = match &loaded.config.edge.tls {
         None => None,
         Some(config) => Some(Arc::new(CertResolver::new(config).map_err(|err| {

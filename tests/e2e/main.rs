@@ -20,5 +20,6 @@ mod malformed;
 mod policies;
 mod policy_tool;
 mod proxy;
+mod static_files;
 mod timeouts;
 mod tls;

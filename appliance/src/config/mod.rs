@@ -75,6 +75,7 @@ impl Default for Config {
                 rate_limit: None,
                 cache: None,
                 browser_cache: None,
+                root: None,
             }],
             upstreams: BTreeMap::from([(
                 DEFAULT_UPSTREAM.to_string(),
@@ -289,8 +290,15 @@ pub struct RouteConfig {
     /// Path prefix; the longest matching prefix wins. Default `"/"`.
     #[serde(default = "RouteConfig::default_path")]
     pub path: String,
-    /// Name of the upstream group. Required.
+    /// Name of the upstream group. Required unless `root` is given.
+    #[serde(default)]
     pub upstream: String,
+    /// Serve static files from this directory instead of an upstream (nginx's `root`): the
+    /// request path (without the route's prefix when `strip_prefix`) names the file under it;
+    /// `index.html` answers for a directory; `.br`, `.zst` and `.gz` siblings are sent as they
+    /// are to clients that accept their coding. Default: none.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
     /// Remove the path prefix before forwarding (`/api/users` → `/users`). Default `false`.
     #[serde(default)]
     pub strip_prefix: bool,

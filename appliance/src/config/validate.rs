@@ -227,7 +227,25 @@ impl Config {
 
     fn check_route(&self, index: usize, route: &RouteConfig, problems: &mut Vec<Problem>) {
         let key = |field: &str| format!("routes.{index}.{field}");
-        if !self.upstreams.contains_key(&route.upstream) {
+        if route.root.is_some() {
+            if !route.upstream.is_empty() {
+                problems.push(Problem::new(
+                    &key("root"),
+                    "give upstream or root, not both",
+                ));
+            }
+            if route.cache.is_some() {
+                problems.push(Problem::new(
+                    &key("cache"),
+                    "static files are served from disk: a root route has no cache",
+                ));
+            }
+        } else if route.upstream.is_empty() {
+            problems.push(Problem::new(
+                &key("upstream"),
+                "required: the upstream group to send requests to (or root, for static files)",
+            ));
+        } else if !self.upstreams.contains_key(&route.upstream) {
             let known: Vec<&str> = self.upstreams.keys().map(String::as_str).collect();
             problems.push(Problem::new(
                 &key("upstream"),

@@ -19,6 +19,7 @@ pub mod browser_cache;
 pub mod cache;
 pub mod compress;
 pub mod error;
+pub mod files;
 pub mod finish;
 mod plugin_call;
 pub(crate) mod proxy;
@@ -45,7 +46,7 @@ use self::proxy::{UpstreamBody, UpstreamOutcome, X_REQUEST_ID};
 use self::ratelimit::Outcome;
 use self::ratelimit::gcra::Gcra;
 use self::request_id::RequestIds;
-use self::router::Router;
+use self::router::{Backend, Router};
 use crate::config::{AccessLogFormat, Config};
 use crate::policy::Plugins;
 use crate::store::Store;
@@ -189,6 +190,18 @@ pub(crate) async fn handle(
         }
     }
 
+    let group = match &route.backend {
+        Backend::Upstream(group) => group,
+        Backend::Files(files) => {
+            let path = route.upstream_path(req.uri());
+            let response = files.serve(&req, path.path()).await;
+            let response = response.map_body(|_, body| UpstreamBody::right(body));
+            let mut response = runtime.compression.apply(&req, response);
+            add_headers(&mut response, limit_fields);
+            return complete(&req, &runtime, route, request_id, outcome, response);
+        }
+    };
+
     let (mut cache_status, mut fill) = (None, None);
     if let (Some(plugin), Some(request)) = (&route.cache, plugin_request) {
         let (cache, settings, compression) = (&state.cache, &runtime.cache, &runtime.compression);
@@ -214,7 +227,16 @@ pub(crate) async fn handle(
             fill.shape(headers);
         }
     };
-    let forwarded = proxy::forward(&req, payload, route, &request_id, shape, &mut outcome).await;
+    let forwarded = proxy::forward(
+        &req,
+        payload,
+        route,
+        group,
+        &request_id,
+        shape,
+        &mut outcome,
+    )
+    .await;
     let forwarded = match fill {
         None => forwarded,
         Some(fill) => {
@@ -268,6 +290,9 @@ fn refresh_in_background(
         let Some(route) = runtime.router.find(fill.host(), req.path()) else {
             return;
         };
+        let Backend::Upstream(group) = &route.backend else {
+            return;
+        };
         let Ok(payload) = web::Payload::from_request(&req, &mut actix_http::Payload::None).await
         else {
             return;
@@ -275,8 +300,16 @@ fn refresh_in_background(
         let request_id = state.ids.for_request(req.headers());
         let mut outcome = UpstreamOutcome::default();
         let shape = |headers: &mut HeaderMap| fill.shape(headers);
-        let forwarded =
-            proxy::forward(&req, payload, route, &request_id, shape, &mut outcome).await;
+        let forwarded = proxy::forward(
+            &req,
+            payload,
+            route,
+            group,
+            &request_id,
+            shape,
+            &mut outcome,
+        )
+        .await;
         let (cache, settings, compression) = (&state.cache, &runtime.cache, &runtime.compression);
         if let Settled::Forward(Ok(response)) =
             fill.settle(cache, settings, compression, &req, forwarded)

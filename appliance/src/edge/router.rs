@@ -6,6 +6,7 @@ use std::sync::Arc;
 use actix_web::http::uri::{PathAndQuery, Uri};
 
 use super::browser_cache::BrowserCaching;
+use super::files::StaticRoot;
 use crate::config::{BrowserCacheConfig, RouteConfig};
 use crate::policy::{Plugin, Plugins};
 use crate::upstream::UpstreamGroup;
@@ -23,13 +24,21 @@ pub struct Route {
     path: String,
     strip_prefix: bool,
     /// Where matching requests go.
-    pub group: Arc<UpstreamGroup>,
+    pub backend: Backend,
     /// The plugin that decides its rate limits.
     pub rate_limit: Option<Arc<Plugin>>,
     /// The plugin that decides what it caches.
     pub cache: Option<Arc<Plugin>>,
     /// `Cache-Control` for browsers, unless the route opted out.
     pub browser_cache: Option<BrowserCaching>,
+}
+
+/// What answers a route's requests.
+pub enum Backend {
+    /// An upstream group.
+    Upstream(Arc<UpstreamGroup>),
+    /// Files under a directory.
+    Files(Arc<StaticRoot>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,7 +71,10 @@ impl Router {
                 hosts: config.hosts.iter().map(|h| HostPattern::parse(h)).collect(),
                 path: config.path.clone(),
                 strip_prefix: config.strip_prefix,
-                group: Arc::clone(&groups[&config.upstream]),
+                backend: match &config.root {
+                    Some(dir) => Backend::Files(Arc::new(StaticRoot::new(dir.clone()))),
+                    None => Backend::Upstream(Arc::clone(&groups[&config.upstream])),
+                },
                 rate_limit: plugin(&config.rate_limit),
                 cache: plugin(&config.cache),
                 browser_cache: BrowserCaching::new(
@@ -173,6 +185,7 @@ mod tests {
                 rate_limit: None,
                 cache: None,
                 browser_cache: None,
+                root: None,
             })
             .collect();
         Router::new(

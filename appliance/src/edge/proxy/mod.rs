@@ -9,6 +9,7 @@ mod body;
 pub(crate) mod headers;
 mod websocket;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_http::{ConnectionType, RequestHead, ResponseHead};
@@ -28,7 +29,7 @@ use super::error::EdgeError;
 use super::router::Route;
 use crate::config::UpstreamConfig;
 use crate::upstream::client::{Answer, Outgoing, ResponseBody};
-use crate::upstream::{InFlight, Peer, PickContext};
+use crate::upstream::{InFlight, Peer, PickContext, UpstreamGroup};
 
 /// The header that carries the request id to the upstream and back to the client.
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -59,17 +60,17 @@ enum RequestBody {
     ),
 }
 
-/// Forwards `req` along `route`, recording what happened in `outcome`. `shape` has the last word
+/// Forwards `req` along `route` to a server of its `group`, recording what happened in `outcome`. `shape` has the last word
 /// on the request headers (the cache asks for identity, and conditionally).
 pub(crate) async fn forward(
     req: &HttpRequest,
     payload: web::Payload,
     route: &Route,
+    group: &Arc<UpstreamGroup>,
     request_id: &HeaderValue,
     shape: impl FnOnce(&mut HeaderMap),
     outcome: &mut UpstreamOutcome,
 ) -> Result<HttpResponse<UpstreamBody>, EdgeError> {
-    let group = &route.group;
     let config = &group.config;
     let client_ip = req.peer_addr().map(|addr| addr.ip());
     let upgrade = websocket::is_upgrade(req);
