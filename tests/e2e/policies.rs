@@ -245,6 +245,33 @@ async fn a_new_plugin_build_swaps_in_under_load_without_a_failed_request() {
     std::fs::copy(&default_build, &plugin).unwrap();
     becomes("default").await;
 
+    // The operator rolls back to the build before, under the same load.
+    let admin = client(None);
+    let listed: serde_json::Value = admin
+        .get(gatehouse.admin_url("/api/v1/plugins"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed[0]["name"], "limits", "{listed}");
+    assert!(listed[0]["rollback_to"].is_string(), "{listed}");
+    assert!(listed[0]["calls"].as_u64().unwrap() > 0, "{listed}");
+    let rollback = |name: &str| {
+        admin
+            .post(gatehouse.admin_url(&format!("/api/v1/plugins/{name}/rollback")))
+            .send()
+    };
+    assert_eq!(rollback("limits").await.unwrap().status(), 200);
+    assert_eq!(policy_in_use().await, "enterprise", "rolled back at once");
+    assert_eq!(
+        rollback("limits").await.unwrap().status(),
+        409,
+        "one version back only"
+    );
+    assert_eq!(rollback("nope").await.unwrap().status(), 404);
+
     stop.store(true, Ordering::Relaxed);
     let mut total = 0;
     for task in load {

@@ -43,7 +43,9 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
             .wrap(actix_web::middleware::from_fn(require_token))
             .route("/cache", web::get().to(cache_report))
             .route("/cache/purge", web::post().to(purge))
-            .route("/cache/hosts/{host}", web::delete().to(purge_host)),
+            .route("/cache/hosts/{host}", web::delete().to(purge_host))
+            .route("/plugins", web::get().to(plugins))
+            .route("/plugins/{name}/rollback", web::post().to(rollback)),
     );
 }
 
@@ -98,4 +100,50 @@ async fn purged(edge: &EdgeState, what: &Purge) -> HttpResponse {
     let report = edge.cache().purge(what).await;
     tracing::info!(?what, purged = report.purged, shared = ?report.shared, "cache purged");
     HttpResponse::Ok().json(report)
+}
+
+/// `GET /api/v1/plugins`: each loaded policy plugin, its version, counters and rollback target.
+async fn plugins(edge: web::Data<EdgeState>) -> HttpResponse {
+    let runtime = edge.runtime();
+    let list: Vec<serde_json::Value> = runtime
+        .plugins
+        .iter()
+        .map(|(name, plugin)| {
+            let version = plugin.current();
+            let stats = &version.stats;
+            let read = |counter: &std::sync::atomic::AtomicU64| {
+                counter.load(std::sync::atomic::Ordering::Relaxed)
+            };
+            let calls = read(&stats.calls);
+            serde_json::json!({
+                "name": name,
+                "kind": version.kind.to_string(),
+                "sha256": version.sha256,
+                "calls": calls,
+                "traps": read(&stats.traps),
+                "timeouts": read(&stats.timeouts),
+                "mean_call_us": (calls > 0).then(|| read(&stats.nanos) as f64 / calls as f64 / 1000.0),
+                "rollback_to": plugin.previous().map(|previous| previous.sha256.clone()),
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(list)
+}
+
+/// `POST /api/v1/plugins/{name}/rollback`: back to the version before the last swap, until the
+/// next reload or rebuild of its file.
+async fn rollback(edge: web::Data<EdgeState>, name: web::Path<String>) -> HttpResponse {
+    let runtime = edge.runtime();
+    let Some(plugin) = runtime.plugins.get(&name) else {
+        return error(StatusCode::NOT_FOUND, &format!("no plugin named {name:?}"));
+    };
+    if !plugin.rollback() {
+        return error(
+            StatusCode::CONFLICT,
+            &format!("plugin {name:?} has no previous version to roll back to"),
+        );
+    }
+    let sha256 = plugin.current().sha256.clone();
+    tracing::warn!(plugin = %name, %sha256, "plugin rolled back by the admin API");
+    HttpResponse::Ok().json(serde_json::json!({ "name": name.as_str(), "sha256": sha256 }))
 }

@@ -373,6 +373,14 @@ impl Plugin {
         *self.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(old);
     }
 
+    /// The version a rollback would go back to.
+    pub fn previous(&self) -> Option<Arc<PluginVersion>> {
+        self.previous
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Goes back to the version before the last swap; false when there is none.
     pub fn rollback(&self) -> bool {
         let previous = self
