@@ -44,10 +44,21 @@ async fn connected(gatehouse: &Gatehouse) {
     .await;
 }
 
-/// Fills through one instance, answers through the other, purges through the first.
-async fn two_instances_share(url: &str, name: &str) {
+/// Whether Redis (any node of it, on `port`) holds `key`; `-c` follows cluster redirects.
+fn stored_in_redis(port: u16, key: &str) -> bool {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-c", "-p", &port.to_string(), "exists", key])
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&output.stdout).trim() == "1"
+}
+
+/// Fills through one instance, answers through the other, purges through the first. `port` is
+/// a node of the Redis at `url`.
+async fn two_instances_share(url: &str, port: u16, name: &str) {
     let upstream = Upstream::start("app").await;
-    let site = shared_site(&upstream, url, &unique_prefix(name));
+    let prefix = unique_prefix(name);
+    let site = shared_site(&upstream, url, &prefix);
     let (first, second) = (Gatehouse::start(&site), Gatehouse::start(&site));
     connected(&first).await;
     connected(&second).await;
@@ -57,6 +68,12 @@ async fn two_instances_share(url: &str, name: &str) {
     let filled = get(&first, "/cached/shared?tag=news").await.unwrap();
     assert_eq!(x_cache(&filled), "MISS");
     let body = filled.text().await.unwrap();
+    // The fill reaches Redis in the background.
+    let key = format!("{prefix}cache:e:127.0.0.1/cached/shared?tag=news");
+    eventually(Duration::from_secs(5), "the entry in Redis", || async {
+        stored_in_redis(port, &key)
+    })
+    .await;
     eventually(
         Duration::from_secs(5),
         "the other instance hits",
@@ -90,7 +107,7 @@ async fn two_instances_share(url: &str, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_entries_and_purges_through_one_redis() {
-    two_instances_share("redis://127.0.0.1:6379", "single").await;
+    two_instances_share("redis://127.0.0.1:6379", 6379, "single").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,7 +115,7 @@ async fn two_instances_share_entries_and_purges_through_a_redis_cluster() {
     let cluster = tokio::task::spawn_blocking(RedisCluster::start)
         .await
         .unwrap();
-    two_instances_share(&cluster.url(), "cluster").await;
+    two_instances_share(&cluster.url(), cluster.port(), "cluster").await;
 }
 
 #[tokio::test]

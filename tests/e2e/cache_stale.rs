@@ -28,10 +28,15 @@ async fn a_stale_entry_answers_at_once_while_one_background_request_refreshes_it
         (cache, age, response.text().await.unwrap())
     }))
     .await;
+    // The refresh may land while the five are in flight: later ones may then be fresh hits.
     for (cache, age, text) in &stale {
-        assert_eq!((cache.as_str(), text), ("STALE", &body));
-        assert!(*age >= 1, "a stale answer says how old it is: {age}");
+        assert_eq!(text, &body);
+        assert!(cache == "STALE" || cache == "HIT", "{cache}");
+        if cache == "STALE" {
+            assert!(*age >= 1, "a stale answer says how old it is: {age}");
+        }
     }
+    assert!(stale.iter().any(|(cache, _, _)| cache == "STALE"));
     eventually(Duration::from_secs(5), "the background refresh", || async {
         upstream.hits() == 2
     })

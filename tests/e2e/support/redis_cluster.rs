@@ -70,6 +70,11 @@ impl RedisCluster {
         cluster
     }
 
+    /// The port of one node.
+    pub fn port(&self) -> u16 {
+        self.ports[0]
+    }
+
     /// The `redis-cluster://` URL naming every node.
     pub fn url(&self) -> String {
         let nodes: Vec<String> = self.ports[1..]
