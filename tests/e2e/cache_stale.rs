@@ -119,3 +119,96 @@ async fn a_stale_entry_answers_while_the_upstream_is_down_within_stale_if_error(
         "with the upstream back, the entry is refreshed"
     );
 }
+
+#[tokio::test]
+async fn the_clients_cache_control_limits_what_the_cache_answers_with() {
+    let upstream = Upstream::start("app").await;
+    let gatehouse = Gatehouse::start(&cached_site(&upstream, "builtin:cache-rules"));
+    let http = client(None);
+    let url = gatehouse.url("/cached/d");
+    let ask = |header: &'static str, value: &'static str| {
+        let request = http.get(&url).header(header, value).send();
+        async move {
+            let response = request.await.unwrap();
+            (response.status().as_u16(), x_cache(&response).to_string())
+        }
+    };
+    assert_eq!(
+        ask("cache-control", "only-if-cached").await,
+        (504, "MISS".into()),
+        "not cached, and the client forbids going upstream"
+    );
+    assert_eq!(upstream.hits(), 0);
+    assert_eq!(ask("x-first", "1").await, (200, "MISS".into()));
+    for (header, value) in [
+        ("cache-control", "no-cache"),
+        ("cache-control", "max-age=0"),
+        ("cache-control", "min-fresh=120"),
+        ("pragma", "no-cache"),
+    ] {
+        assert_eq!(
+            ask(header, value).await,
+            (200, "REVALIDATED".into()),
+            "{header}: {value}"
+        );
+    }
+    assert_eq!(upstream.hits(), 5, "each was a conditional request");
+    assert_eq!(
+        ask("cache-control", "max-age=60").await,
+        (200, "HIT".into())
+    );
+    assert_eq!(
+        ask("cache-control", "only-if-cached").await,
+        (200, "HIT".into())
+    );
+
+    let private = gatehouse.url("/cached/private");
+    let not_stored = http
+        .get(&private)
+        .header("cache-control", "no-store")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        x_cache(&not_stored),
+        "BYPASS",
+        "the built-in rules skip the cache for no-store"
+    );
+    let again = http.get(&private).send().await.unwrap();
+    assert_eq!(x_cache(&again), "MISS", "no-store kept it out of the cache");
+
+    let short = gatehouse.url("/cached/short?max_age=1");
+    http.get(&short).send().await.unwrap();
+    tokio::time::sleep(EXPIRED).await;
+    let tolerant = http
+        .get(&short)
+        .header("cache-control", "max-stale=60")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        x_cache(&tolerant),
+        "STALE",
+        "the client accepts a stale answer"
+    );
+}
+
+#[tokio::test]
+async fn client_directives_can_be_ignored_as_nginx_does() {
+    let upstream = Upstream::start("app").await;
+    let gatehouse = Gatehouse::start(&format!(
+        "[cache]\nclient_directives = false\n{}",
+        cached_site(&upstream, "builtin:cache-rules")
+    ));
+    let http = client(None);
+    let url = gatehouse.url("/cached/i");
+    http.get(&url).send().await.unwrap();
+    let ignored = http
+        .get(&url)
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(x_cache(&ignored), "HIT");
+    assert_eq!(upstream.hits(), 1);
+}

@@ -622,6 +622,12 @@ pub struct CacheConfig {
     /// to the upstream itself (nginx's `proxy_cache_lock_timeout`). Default `"5s"`.
     #[serde(with = "durations")]
     pub coalesce_timeout: Duration,
+    /// Honour the client's `Cache-Control` and `Pragma` (RFC 9111): `no-cache` and `max-age`
+    /// revalidate with the upstream, `max-stale` accepts stale entries, `only-if-cached` answers
+    /// 504 instead of going upstream, `no-store` keeps the answer out of the cache. Turn it off
+    /// (as nginx is by default) so clients cannot make the cache go to the upstream.
+    /// Default `true`.
+    pub client_directives: bool,
     /// Pages fetched through the edge at start and every `warm_interval`, so they are cached
     /// (in every coding) before visitors ask: paths (`"/"`) or URLs naming the host
     /// (`"http://shop.example/"`). Default `[]`.
@@ -639,6 +645,7 @@ impl Default for CacheConfig {
             max_entry: ByteSize::mib(8),
             status_header: "X-Cache".into(),
             coalesce_timeout: Duration::from_secs(5),
+            client_directives: true,
             warm: Vec::new(),
             warm_interval: Duration::from_secs(300),
         }

@@ -85,6 +85,16 @@ impl Entry {
         self.headers.contains_key(ETAG) || self.headers.contains_key(LAST_MODIFIED)
     }
 
+    /// How much longer it stays fresh at `now_ms` (0 once stale).
+    pub(crate) fn fresh_for_ms(&self, now_ms: u64) -> u64 {
+        self.stale_at_ms().saturating_sub(now_ms)
+    }
+
+    /// How long it has been stale at `now_ms` (0 while fresh).
+    pub(crate) fn stale_for_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.stale_at_ms())
+    }
+
     fn stale_at_ms(&self) -> u64 {
         self.stored_at_ms.saturating_add(self.fresh.ttl_ms)
     }

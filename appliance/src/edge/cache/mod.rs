@@ -19,6 +19,7 @@
 //! first) in front of the state store ([`disk`]), which survives restarts, in front of Redis
 //! ([`shared`]), which several instances share.
 
+mod directives;
 mod disk;
 mod entry;
 mod flight;
@@ -44,6 +45,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 use tracing::error;
 
+use self::directives::ClientDirectives;
 use self::disk::{DiskTier, Read};
 use self::entry::{Entry, Freshness, UntilUseless, now_ms};
 use self::flight::{FlightGuard, Flights, Join};
@@ -85,6 +87,8 @@ pub struct CacheSettings {
     status_header: Option<HeaderName>,
     max_entry: usize,
     coalesce_timeout: Duration,
+    /// Whether clients' `Cache-Control` / `Pragma` limit what the cache answers with.
+    client_directives: bool,
     /// Pages to warm, and how often.
     warm: Arc<[WarmTarget]>,
     warm_interval: Duration,
@@ -119,6 +123,8 @@ pub(crate) struct Fill {
     flight: Option<FlightGuard>,
     /// The stale entry this request may revalidate, or answer with when the upstream fails.
     stale: Option<Arc<Entry>>,
+    /// Whether the answer may be stored (not when the client said `no-store`).
+    storable: bool,
 }
 
 /// How a [`Fill`] ended.
@@ -325,6 +331,7 @@ impl CacheSettings {
             status_header: HeaderName::try_from(config.status_header.as_str()).ok(),
             max_entry: config.max_entry.as_u64() as usize,
             coalesce_timeout: config.coalesce_timeout,
+            client_directives: config.client_directives,
             warm: config
                 .warm
                 .iter()
@@ -377,6 +384,11 @@ pub(crate) async fn lookup(
         return cache.upstream(CacheStatus::Bypass, None);
     }
     let key: Arc<str> = key::build(&parts, req, host).into();
+    let asks = if settings.client_directives {
+        ClientDirectives::of(req.headers())
+    } else {
+        ClientDirectives::default()
+    };
     let fill = |flight, stale| Fill {
         key: Arc::clone(&key),
         host: host.to_string(),
@@ -384,6 +396,7 @@ pub(crate) async fn lookup(
         version: Arc::clone(&version),
         flight,
         stale,
+        storable: !asks.no_store,
     };
     let head = req.method() == Method::HEAD;
     let mut waited = false;
@@ -391,11 +404,16 @@ pub(crate) async fn lookup(
         let now = now_ms();
         let stale = match cache.get(&key).await {
             Some(entry) if entry.matches(req) => {
-                if entry.is_fresh(now) {
+                let age = entry.age(now).as_millis() as u64;
+                if entry.is_fresh(now) && asks.accept_fresh(age, entry.fresh_for_ms(now)) {
                     let answer = answer(&entry, req, now, compression, &cache.stats);
                     return cache.answered(answer, CacheStatus::Hit, None);
                 }
-                if entry.may_answer_while_revalidating(now) {
+                let stale_ok = !entry.is_fresh(now)
+                    && (asks.accept_stale(age, entry.stale_for_ms(now))
+                        || (asks.allow_background_revalidation()
+                            && entry.may_answer_while_revalidating(now)));
+                if stale_ok {
                     // One refresh at a time; a HEAD cannot refresh a body.
                     let refresh = match cache.flights.join(&key) {
                         Join::Lead(guard) if !head => Some(fill(Some(guard), Some(entry.clone()))),
@@ -408,6 +426,12 @@ pub(crate) async fn lookup(
             }
             _ => None,
         };
+        if asks.only_if_cached {
+            let answer = HttpResponse::GatewayTimeout()
+                .content_type("text/plain; charset=utf-8")
+                .body("not in the cache (only-if-cached)\n");
+            return cache.answered(answer, CacheStatus::Miss, None);
+        }
         // A HEAD response has no body to store: it goes upstream alone.
         if head {
             return cache.upstream(CacheStatus::Miss, None);
@@ -523,7 +547,7 @@ impl Fill {
             entry.fresh = Freshness::of(store);
         }
         let entry = Arc::new(entry);
-        if store.is_some() {
+        if store.is_some() && self.storable {
             cache.tiers.insert(self.key, Arc::clone(&entry));
         }
         entry
@@ -539,6 +563,9 @@ impl Fill {
         req: &HttpRequest,
         response: HttpResponse<UpstreamBody>,
     ) -> HttpResponse<UpstreamBody> {
+        if !self.storable {
+            return response;
+        }
         let status = response.status();
         let rule = self.version.on_response(
             &self.request,
