@@ -46,6 +46,8 @@ fn routing(c: &mut Criterion) {
             cache: None,
             browser_cache: None,
             root: None,
+            security_headers: None,
+            cors: None,
         })
         .collect();
     let router = Router::new(
@@ -53,6 +55,7 @@ fn routing(c: &mut Criterion) {
         &groups,
         &Plugins::default(),
         &gatehouse::config::BrowserCacheConfig::default(),
+        &gatehouse::config::SecurityHeadersConfig::default(),
     );
     c.bench_function("router/find among 20 routes", |b| {
         b.iter(|| {

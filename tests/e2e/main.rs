@@ -20,6 +20,7 @@ mod malformed;
 mod policies;
 mod policy_tool;
 mod proxy;
+mod security_headers;
 mod static_files;
 mod timeouts;
 mod tls;

@@ -51,6 +51,9 @@ pub struct Config {
     /// `Cache-Control` for browsers by content type or path.
     #[serde(default)]
     pub browser_cache: BrowserCacheConfig,
+    /// Security headers on every routed response (secure defaults; see the type).
+    #[serde(default)]
+    pub security_headers: SecurityHeadersConfig,
     /// PostgreSQL pooler knobs, under the reference deployment's names.
     pub pool: PoolConfig,
     /// Monitoring switch (`ENABLE_PERFORMANCE_MONITORING`).
@@ -76,6 +79,8 @@ impl Default for Config {
                 cache: None,
                 browser_cache: None,
                 root: None,
+                security_headers: None,
+                cors: None,
             }],
             upstreams: BTreeMap::from([(
                 DEFAULT_UPSTREAM.to_string(),
@@ -88,6 +93,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             compression: CompressionConfig::default(),
             browser_cache: BrowserCacheConfig::default(),
+            security_headers: SecurityHeadersConfig::default(),
             pool: PoolConfig::default(),
             monitoring: MonitoringConfig::default(),
             redis: RedisConfig::default(),
@@ -314,6 +320,13 @@ pub struct RouteConfig {
     /// out). Default: the global `[browser_cache]`.
     #[serde(default)]
     pub browser_cache: Option<BrowserCacheConfig>,
+    /// This route's security headers, over `[security_headers]` field by field.
+    #[serde(default)]
+    pub security_headers: Option<SecurityHeadersConfig>,
+    /// Cross-origin requests this route allows. Default: none (no CORS headers; preflights
+    /// go to the upstream).
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
 }
 
 impl RouteConfig {
@@ -648,6 +661,96 @@ impl Default for CacheConfig {
             client_directives: true,
             warm: Vec::new(),
             warm_interval: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Security headers. Each is sent with its default unless set here (or per route); `""` removes
+/// it. Defaults: `Content-Security-Policy: default-src 'self'`, `X-Content-Type-Options: nosniff`,
+/// `X-Frame-Options: DENY`, `Referrer-Policy: strict-origin-when-cross-origin`,
+/// `Permissions-Policy: camera=(), microphone=(), geolocation=(), payment=()`,
+/// `Cross-Origin-Opener-Policy: same-origin`, `Cross-Origin-Embedder-Policy: credentialless`,
+/// `Cross-Origin-Resource-Policy: same-origin`, and on TLS
+/// `Strict-Transport-Security: max-age=31536000`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityHeadersConfig {
+    /// `Content-Security-Policy`.
+    pub content_security_policy: Option<String>,
+    /// `Strict-Transport-Security`.
+    pub strict_transport_security: Option<String>,
+    /// Send `Strict-Transport-Security` on plain HTTP too (browsers ignore it there; some
+    /// scanners want it). Default `false`.
+    pub strict_transport_security_on_http: Option<bool>,
+    /// `X-Content-Type-Options`.
+    pub x_content_type_options: Option<String>,
+    /// `X-Frame-Options`.
+    pub x_frame_options: Option<String>,
+    /// `Referrer-Policy`.
+    pub referrer_policy: Option<String>,
+    /// `Permissions-Policy`.
+    pub permissions_policy: Option<String>,
+    /// `Cross-Origin-Opener-Policy`.
+    pub cross_origin_opener_policy: Option<String>,
+    /// `Cross-Origin-Embedder-Policy`.
+    pub cross_origin_embedder_policy: Option<String>,
+    /// `Cross-Origin-Resource-Policy`.
+    pub cross_origin_resource_policy: Option<String>,
+    /// Keep the upstream's own value of these headers where it sends one. Default `false`.
+    pub upstream_wins: Option<bool>,
+    /// Response headers removed from upstream answers. Default `["Server", "X-Powered-By"]`.
+    pub strip: Option<Vec<String>>,
+}
+
+impl SecurityHeadersConfig {
+    /// The value set for the header `name` (lowercase), if any.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        let field = match name {
+            "content-security-policy" => &self.content_security_policy,
+            "strict-transport-security" => &self.strict_transport_security,
+            "x-content-type-options" => &self.x_content_type_options,
+            "x-frame-options" => &self.x_frame_options,
+            "referrer-policy" => &self.referrer_policy,
+            "permissions-policy" => &self.permissions_policy,
+            "cross-origin-opener-policy" => &self.cross_origin_opener_policy,
+            "cross-origin-embedder-policy" => &self.cross_origin_embedder_policy,
+            "cross-origin-resource-policy" => &self.cross_origin_resource_policy,
+            _ => return None,
+        };
+        field.as_deref()
+    }
+}
+
+/// Cross-origin resource sharing for a route: which origins may read its answers, and the
+/// preflight answers gatehouse gives itself (the upstream never sees a preflight).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Allowed origins: exact (`"https://app.example.com"`), any subdomain
+    /// (`"https://*.example.com"`), or `"*"` for any. Required.
+    pub origins: Vec<String>,
+    /// Methods allowed cross-origin. Default `["GET", "HEAD", "POST"]`.
+    pub methods: Vec<String>,
+    /// Request headers allowed cross-origin. Default `["Content-Type"]`.
+    pub headers: Vec<String>,
+    /// Response headers the page may read besides the safelisted ones. Default `[]`.
+    pub expose_headers: Vec<String>,
+    /// Allow cookies and credentials (the origin is then echoed, never `*`). Default `false`.
+    pub credentials: bool,
+    /// How long browsers may reuse a preflight answer. Default `"10m"`.
+    #[serde(with = "durations")]
+    pub max_age: Duration,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            origins: Vec::new(),
+            methods: vec!["GET".into(), "HEAD".into(), "POST".into()],
+            headers: vec!["Content-Type".into()],
+            expose_headers: Vec::new(),
+            credentials: false,
+            max_age: Duration::from_secs(600),
         }
     }
 }

@@ -8,7 +8,10 @@ use std::time::Duration;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::uri::Authority;
 
-use super::{Balance, BrowserCacheConfig, Config, PluginConfig, RouteConfig, UpstreamConfig};
+use super::{
+    Balance, BrowserCacheConfig, Config, CorsConfig, PluginConfig, RouteConfig,
+    SecurityHeadersConfig, UpstreamConfig,
+};
 use crate::policy::{self, PluginKind};
 
 /// One problem with a value: the key path (segments; array indexes as numbers) and the reason.
@@ -26,6 +29,73 @@ impl Problem {
         Self {
             key: key.split('.').map(str::to_string).collect(),
             message: message.into(),
+        }
+    }
+}
+
+/// Every value can be sent as a header, every stripped name is a header name.
+fn check_security_headers(key: &str, config: &SecurityHeadersConfig, problems: &mut Vec<Problem>) {
+    let names = crate::edge::security_headers::DEFAULTS
+        .iter()
+        .map(|(name, _)| *name)
+        .chain(["strict-transport-security"]);
+    for name in names {
+        if let Some(value) = config.value(name)
+            && HeaderValue::from_str(value).is_err()
+        {
+            problems.push(Problem::new(
+                &format!("{key}.{}", name.replace('-', "_")),
+                "must be a header value (visible ASCII), or \"\" to remove the header",
+            ));
+        }
+    }
+    for (index, name) in config.strip.iter().flatten().enumerate() {
+        if HeaderName::try_from(name.as_str()).is_err() {
+            problems.push(Problem::new(
+                &format!("{key}.strip.{index}"),
+                format!("{name:?} is not a header name"),
+            ));
+        }
+    }
+}
+
+/// Origins are `*`, `scheme://host[:port]` or `scheme://*.domain`; methods and headers are
+/// tokens.
+fn check_cors(key: &str, config: &CorsConfig, problems: &mut Vec<Problem>) {
+    if config.origins.is_empty() {
+        problems.push(Problem::new(
+            &format!("{key}.origins"),
+            "list the origins allowed (\"*\" for any)",
+        ));
+    }
+    for (index, origin) in config.origins.iter().enumerate() {
+        let well_formed = origin == "*"
+            || origin.split_once("://").is_some_and(|(scheme, host)| {
+                !scheme.is_empty()
+                    && !host.is_empty()
+                    && !host.contains('/')
+                    && !host.strip_prefix("*.").unwrap_or(host).contains('*')
+            });
+        if !well_formed {
+            problems.push(Problem::new(
+                &format!("{key}.origins.{index}"),
+                format!("{origin:?} is not \"*\", scheme://host[:port] or scheme://*.domain"),
+            ));
+        }
+    }
+    let lists = [
+        ("methods", &config.methods),
+        ("headers", &config.headers),
+        ("expose_headers", &config.expose_headers),
+    ];
+    for (field, items) in lists {
+        for (index, item) in items.iter().enumerate() {
+            if HeaderName::try_from(item.as_str()).is_err() {
+                problems.push(Problem::new(
+                    &format!("{key}.{field}.{index}"),
+                    format!("{item:?} is not a token"),
+                ));
+            }
         }
     }
 }
@@ -73,13 +143,17 @@ impl Config {
         }
         check_route_overlaps(&self.routes, &mut problems);
         check_browser_cache("browser_cache", &self.browser_cache, &mut problems);
+        check_security_headers("security_headers", &self.security_headers, &mut problems);
         for (index, route) in self.routes.iter().enumerate() {
+            let key = |field: &str| format!("routes.{index}.{field}");
             if let Some(config) = &route.browser_cache {
-                check_browser_cache(
-                    &format!("routes.{index}.browser_cache"),
-                    config,
-                    &mut problems,
-                );
+                check_browser_cache(&key("browser_cache"), config, &mut problems);
+            }
+            if let Some(config) = &route.security_headers {
+                check_security_headers(&key("security_headers"), config, &mut problems);
+            }
+            if let Some(config) = &route.cors {
+                check_cors(&key("cors"), config, &mut problems);
             }
         }
         for (name, upstream) in &self.upstreams {

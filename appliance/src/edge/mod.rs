@@ -18,6 +18,7 @@
 pub mod browser_cache;
 pub mod cache;
 pub mod compress;
+pub mod cors;
 pub mod error;
 pub mod files;
 pub mod finish;
@@ -27,6 +28,7 @@ pub mod ratelimit;
 pub(crate) mod redirect;
 pub mod request_id;
 pub mod router;
+pub mod security_headers;
 pub mod tls;
 pub(crate) mod validate;
 
@@ -99,7 +101,13 @@ impl EdgeRuntime {
         let (groups, fresh) =
             build_groups(&config.upstreams, previous.map_or(&empty, |p| &p.groups));
         let runtime = Self {
-            router: Router::new(&config.routes, &groups, &plugins, &config.browser_cache),
+            router: Router::new(
+                &config.routes,
+                &groups,
+                &plugins,
+                &config.browser_cache,
+                &config.security_headers,
+            ),
             groups,
             health_path: config.edge.health_path.clone(),
             access_log: config.log.access,
@@ -176,6 +184,12 @@ pub(crate) async fn handle(
     };
     let request_id = state.ids.for_request(req.headers());
     let mut outcome = UpstreamOutcome::default();
+
+    // Preflights are answered here: they reach neither the limits nor the upstream.
+    if let Some(answer) = route.cors.as_ref().and_then(|cors| cors.preflight(&req)) {
+        let answer = answer.map_body(|_, body| UpstreamBody::right(body));
+        return complete(&req, &runtime, route, request_id, outcome, answer);
+    }
 
     let plugin_request = (route.rate_limit.is_some() || route.cache.is_some())
         .then(|| plugin_call::request(&req, host, &route.name));
@@ -347,6 +361,12 @@ fn complete(
     }
     if let Some(browser_cache) = &route.browser_cache {
         browser_cache.apply(req, &mut response);
+    }
+    route
+        .security_headers
+        .apply(&mut response, req.app_config().secure());
+    if let Some(cors) = &route.cors {
+        cors.apply(req, &mut response);
     }
     response
         .headers_mut()

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use actix_web::http::uri::{PathAndQuery, Uri};
 
 use super::browser_cache::BrowserCaching;
+use super::cors::Cors;
 use super::files::StaticRoot;
-use crate::config::{BrowserCacheConfig, RouteConfig};
+use super::security_headers::SecurityHeaders;
+use crate::config::{BrowserCacheConfig, RouteConfig, SecurityHeadersConfig};
 use crate::policy::{Plugin, Plugins};
 use crate::upstream::UpstreamGroup;
 
@@ -31,6 +33,10 @@ pub struct Route {
     pub cache: Option<Arc<Plugin>>,
     /// `Cache-Control` for browsers, unless the route opted out.
     pub browser_cache: Option<BrowserCaching>,
+    /// Security headers set and stripped on its answers.
+    pub security_headers: SecurityHeaders,
+    /// Its cross-origin policy, when it has one.
+    pub cors: Option<Cors>,
 }
 
 /// What answers a route's requests.
@@ -57,6 +63,7 @@ impl Router {
         groups: &BTreeMap<String, Arc<UpstreamGroup>>,
         plugins: &Plugins,
         browser_cache: &BrowserCacheConfig,
+        security_headers: &SecurityHeadersConfig,
     ) -> Self {
         let plugin = |name: &Option<String>| name.as_deref().and_then(|n| plugins.get(n)).cloned();
         let mut routes: Vec<Route> = configs
@@ -80,6 +87,11 @@ impl Router {
                 browser_cache: BrowserCaching::new(
                     config.browser_cache.as_ref().unwrap_or(browser_cache),
                 ),
+                security_headers: SecurityHeaders::new(
+                    config.security_headers.as_ref(),
+                    security_headers,
+                ),
+                cors: config.cors.as_ref().map(Cors::new),
             })
             .collect();
         // Exact hosts before wildcards before any-host; then longer prefixes first. The sort is
@@ -186,6 +198,8 @@ mod tests {
                 cache: None,
                 browser_cache: None,
                 root: None,
+                security_headers: None,
+                cors: None,
             })
             .collect();
         Router::new(
@@ -193,6 +207,7 @@ mod tests {
             &groups,
             &Plugins::default(),
             &BrowserCacheConfig::default(),
+            &SecurityHeadersConfig::default(),
         )
     }
 

@@ -17,7 +17,8 @@
 //!   `Vary`, `&cookie` for a `Set-Cookie`, `&pad=N` for N more bytes of text, `&max_age=N`,
 //!   `&swr=N` and `&sie=N` for other Cache-Control directives, `&tag=T` for a `Cache-Tag`);
 //!   `304 Not Modified` to `If-None-Match: "v1"`
-//! - `/typed/...?type=T`: `typed` as media type T (add `&own=1` for `Cache-Control: no-cache`)
+//! - `/typed/...?type=T`: `typed` as media type T (add `&own=1` for `Cache-Control: no-cache`,
+//!   `&stack=1` for `Server`, `X-Powered-By` and `X-Frame-Options: SAMEORIGIN`)
 //! - anything else: `NAME METHOD PATH`
 
 use std::collections::BTreeMap;
@@ -276,6 +277,11 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
             headers.insert("content-type", media_type.parse().unwrap());
             if query.contains_key("own") {
                 headers.insert("cache-control", "no-cache".parse().unwrap());
+            }
+            if query.contains_key("stack") {
+                headers.insert("server", "test-upstream/1.0".parse().unwrap());
+                headers.insert("x-powered-by", "PHP/8.3".parse().unwrap());
+                headers.insert("x-frame-options", "SAMEORIGIN".parse().unwrap());
             }
             response
         }
