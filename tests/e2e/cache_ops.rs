@@ -8,17 +8,10 @@ use gatehouse::store::{SledStore, Store, Tree};
 use serde_json::{Value, json};
 
 use crate::cache::{cached_site, x_cache};
-use crate::support::{Gatehouse, Process, Upstream, client, eventually, free_port};
+use crate::support::{Gatehouse, Process, Upstream, client, eventually, free_port, get_json};
 
 async fn report(gatehouse: &Gatehouse) -> Value {
-    client(None)
-        .get(gatehouse.admin_url("/api/v1/cache"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(gatehouse.admin_url("/api/v1/cache")).await
 }
 
 /// Flips the last body byte of the stored entry whose key ends with `suffix` (once the stopped
@@ -49,6 +42,15 @@ async fn corrupt_entry(state_dir: &Path, suffix: &str) {
     store.flush().unwrap();
 }
 
+/// `path`, asked once the persistent tier has indexed `entries` entries after a start.
+async fn once_indexed(gatehouse: &Gatehouse, entries: u64, path: &str) -> reqwest::Response {
+    eventually(Duration::from_secs(5), "the tier indexed", || async {
+        report(gatehouse).await["disk"]["entries"] == entries
+    })
+    .await;
+    client(None).get(gatehouse.url(path)).send().await.unwrap()
+}
+
 #[tokio::test]
 async fn entries_survive_a_restart_and_a_corrupt_one_is_fetched_again() {
     let upstream = Upstream::start("app").await;
@@ -62,15 +64,7 @@ async fn entries_survive_a_restart_and_a_corrupt_one_is_fetched_again() {
     }
     gatehouse.stop();
     gatehouse.start_again().await;
-    eventually(Duration::from_secs(5), "the tier indexed", || async {
-        report(&gatehouse).await["disk"]["entries"] == 2
-    })
-    .await;
-    let restored = http
-        .get(gatehouse.url("/cached/kept"))
-        .send()
-        .await
-        .unwrap();
+    let restored = once_indexed(&gatehouse, 2, "/cached/kept").await;
     assert_eq!(x_cache(&restored), "HIT", "served from the persistent tier");
     assert_eq!(restored.text().await.unwrap(), bodies[0]);
     assert_eq!(upstream.hits(), 2);
@@ -78,15 +72,7 @@ async fn entries_survive_a_restart_and_a_corrupt_one_is_fetched_again() {
     gatehouse.stop();
     corrupt_entry(&gatehouse.state_dir(), "/cached/damaged").await;
     gatehouse.start_again().await;
-    eventually(Duration::from_secs(5), "the tier indexed", || async {
-        report(&gatehouse).await["disk"]["entries"] == 1
-    })
-    .await;
-    let refetched = http
-        .get(gatehouse.url("/cached/damaged"))
-        .send()
-        .await
-        .unwrap();
+    let refetched = once_indexed(&gatehouse, 1, "/cached/damaged").await;
     assert_eq!(
         x_cache(&refetched),
         "MISS",

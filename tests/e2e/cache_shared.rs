@@ -8,7 +8,20 @@ use serde_json::{Value, json};
 
 use crate::cache::{cached_site, x_cache};
 use crate::support::redis_cluster::RedisCluster;
-use crate::support::{Gatehouse, Upstream, client, eventually, free_port};
+use crate::support::{Gatehouse, Upstream, client, eventually, free_port, get_json};
+
+/// Purges through `gatehouse`'s admin API; the report.
+async fn purge(gatehouse: &Gatehouse, what: Value) -> Value {
+    client(None)
+        .post(gatehouse.admin_url("/api/v1/cache/purge"))
+        .json(&what)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
 
 /// A site cached through Redis at `url`, under a key prefix of its own (tests share the Redis).
 fn shared_site(upstream: &Upstream, url: &str, prefix: &str) -> String {
@@ -24,17 +37,6 @@ fn unique_prefix(name: &str) -> String {
         .unwrap()
         .as_nanos();
     format!("gatehouse-test-{name}-{}-{nanos}:", std::process::id())
-}
-
-async fn get_json(url: String) -> Value {
-    client(None)
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 async fn connected(gatehouse: &Gatehouse) {
@@ -85,15 +87,7 @@ async fn two_instances_share(url: &str, port: u16, name: &str) {
     .await;
     assert_eq!(upstream.hits(), 1, "one upstream request for two instances");
 
-    let purged: Value = http
-        .post(first.admin_url("/api/v1/cache/purge"))
-        .json(&json!({"tag": "news"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let purged = purge(&first, json!({"tag": "news"})).await;
     assert_eq!(purged["shared"], "ok", "{purged}");
     assert!(purged["purged"].as_u64().unwrap() >= 1, "{purged}");
     eventually(
@@ -155,15 +149,7 @@ async fn with_redis_down_the_cache_answers_from_its_local_tiers_and_says_so() {
             .contains("Redis is unreachable"),
         "{ready}"
     );
-    let purged: Value = http
-        .post(gatehouse.admin_url("/api/v1/cache/purge"))
-        .json(&json!({"prefix": ""}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let purged = purge(&gatehouse, json!({"prefix": ""})).await;
     assert_eq!(purged["purged"], 1, "the local tiers were purged: {purged}");
     assert!(
         purged["shared"].as_str().unwrap().starts_with("failed"),

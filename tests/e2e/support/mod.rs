@@ -112,14 +112,7 @@ impl Gatehouse {
     /// WebSocket tunnel has ended).
     pub async fn wait_until_idle(&self) {
         eventually(Duration::from_secs(5), "no request in flight", || async {
-            let report: serde_json::Value = client(None)
-                .get(self.admin_url("/healthz"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let report = get_json(self.admin_url("/healthz")).await;
             report["checks"]["upstreams"]["detail"]["app"]["servers"][0]["in_flight"] == 0
         })
         .await;
@@ -196,6 +189,18 @@ fn with_test_defaults(toml: &str, dir: &Path) -> String {
         value(dir.join("state").display().to_string()),
     );
     doc.to_string()
+}
+
+/// The JSON document at `url` (an admin endpoint, say).
+pub async fn get_json(url: String) -> serde_json::Value {
+    client(None)
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// An HTTP client that never uses a proxy and trusts `ca` when given.
