@@ -48,6 +48,8 @@ fn routing(c: &mut Criterion) {
             root: None,
             security_headers: None,
             cors: None,
+            methods: Vec::new(),
+            reject_encoded_slash: false,
         })
         .collect();
     let router = Router::new(

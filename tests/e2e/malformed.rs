@@ -91,3 +91,75 @@ async fn absolute_form_for_a_foreign_host_is_refused() {
         "the upstream gets origin-form: {same}"
     );
 }
+
+#[tokio::test]
+async fn targets_headers_paths_and_methods_over_the_limits_get_clear_refusals() {
+    let upstream = Upstream::start("app").await;
+    let gatehouse = Gatehouse::start(&format!(
+        r#"
+[edge]
+max_uri_length = 1024
+max_headers = 20
+max_header_bytes = "4 KiB"
+
+[[routes]]
+path = "/"
+upstream = "app"
+
+[[routes]]
+path = "/strict/"
+upstream = "app"
+methods = ["GET", "HEAD"]
+reject_encoded_slash = true
+
+{}"#,
+        app_upstream(upstream.addr, "")
+    ));
+    let send = |request: String| {
+        let addr = gatehouse.edge_addr();
+        async move {
+            let answer =
+                raw_exchange(addr, request.as_bytes(), std::time::Duration::from_secs(2)).await;
+            (status_of(&answer), answer)
+        }
+    };
+    let get = |target: &str, extra: &str| {
+        format!("GET {target} HTTP/1.1\r\nHost: t\r\n{extra}Connection: close\r\n\r\n")
+    };
+    let long = format!("/{}", "a".repeat(1100));
+    let many: String = (0..25).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let big = format!("X-Big: {}\r\n", "b".repeat(5000));
+    let cases = [
+        (get(&long, ""), 414),
+        (get("/", &many), 431),
+        (get("/", &big), 431),
+        (get("/a/%zz", ""), 400),
+        (get("/a%00b", ""), 400),
+        (get("/../etc/passwd", ""), 400),
+        (get("/a/%2e%2e/%2e%2e/etc/passwd", ""), 400),
+        (get("/strict/a%2Fb", ""), 400),
+        (get("/open/a%2Fb", ""), 200),
+        (get("/a/../b", ""), 200),
+        (
+            "DELETE /strict/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_string(),
+            405,
+        ),
+    ];
+    for (request, expected) in cases {
+        let (status, answer) = send(request.clone()).await;
+        let line = request.lines().next().unwrap_or_default();
+        let line = &line[..line.len().min(60)];
+        assert_eq!(status, expected, "{line}: {answer}");
+    }
+    let (_, refused) =
+        send("DELETE /strict/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_string()).await;
+    assert!(
+        refused.to_ascii_lowercase().contains("allow: get, head"),
+        "{refused}"
+    );
+    assert_eq!(
+        upstream.hits(),
+        2,
+        "only the two well-formed requests went upstream"
+    );
+}

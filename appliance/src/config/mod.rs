@@ -81,6 +81,8 @@ impl Default for Config {
                 root: None,
                 security_headers: None,
                 cors: None,
+                methods: Vec::new(),
+                reject_encoded_slash: false,
             }],
             upstreams: BTreeMap::from([(
                 DEFAULT_UPSTREAM.to_string(),
@@ -120,6 +122,14 @@ pub struct EdgeConfig {
     /// How long a client may take to send a complete request head. Default `"10s"`.
     #[serde(with = "durations")]
     pub request_head_timeout: Duration,
+    /// Longest request target (path and query); longer ones get 414. Default `8192`.
+    pub max_uri_length: usize,
+    /// Most request header fields; more get 431. At most 96 (actix-http reads no more).
+    /// Default `64`.
+    pub max_headers: usize,
+    /// Most bytes of request header fields, names and values together; more get 431. At most
+    /// `"32 KiB"` (actix-http's own bound on a request head). Default `"16 KiB"`.
+    pub max_header_bytes: ByteSize,
     /// On SIGTERM, how long in-flight requests may run before the process exits. Default `"30s"`.
     #[serde(with = "durations")]
     pub drain_timeout: Duration,
@@ -140,6 +150,9 @@ impl Default for EdgeConfig {
             backlog: 2048,
             keep_alive: Duration::from_secs(75),
             request_head_timeout: Duration::from_secs(10),
+            max_uri_length: 8192,
+            max_headers: 64,
+            max_header_bytes: ByteSize::kib(16),
             drain_timeout: Duration::from_secs(30),
             health_path: "/health".into(),
             tls: None,
@@ -323,6 +336,13 @@ pub struct RouteConfig {
     /// This route's security headers, over `[security_headers]` field by field.
     #[serde(default)]
     pub security_headers: Option<SecurityHeadersConfig>,
+    /// Methods this route accepts; others get 405 with `Allow`. Default `[]` (any).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Refuse paths with encoded slashes (`%2F`), which some applications decode into path
+    /// separators after routing decided. Default `false`.
+    #[serde(default)]
+    pub reject_encoded_slash: bool,
     /// Cross-origin requests this route allows. Default: none (no CORS headers; preflights
     /// go to the upstream).
     #[serde(default)]

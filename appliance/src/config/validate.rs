@@ -138,6 +138,7 @@ impl Config {
         let mut problems = Vec::new();
         self.check_listeners(&mut problems);
         self.check_log(&mut problems);
+        self.check_request_limits(&mut problems);
         for (index, route) in self.routes.iter().enumerate() {
             self.check_route(index, route, &mut problems);
         }
@@ -293,6 +294,22 @@ impl Config {
         }
     }
 
+    fn check_request_limits(&self, problems: &mut Vec<Problem>) {
+        let edge = &self.edge;
+        if !(1..=96).contains(&edge.max_headers) {
+            problems.push(Problem::new("edge.max_headers", "must be 1 to 96"));
+        }
+        if edge.max_header_bytes.as_u64() > 32 * 1024 || edge.max_header_bytes.as_u64() == 0 {
+            problems.push(Problem::new(
+                "edge.max_header_bytes",
+                "must be 1 B to 32 KiB",
+            ));
+        }
+        if edge.max_uri_length < 16 {
+            problems.push(Problem::new("edge.max_uri_length", "must be at least 16"));
+        }
+    }
+
     fn check_log(&self, problems: &mut Vec<Problem>) {
         if let Err(err) = tracing_subscriber::EnvFilter::builder().parse(&self.log.level) {
             problems.push(Problem::new("log.level", format!("invalid filter: {err}")));
@@ -301,6 +318,14 @@ impl Config {
 
     fn check_route(&self, index: usize, route: &RouteConfig, problems: &mut Vec<Problem>) {
         let key = |field: &str| format!("routes.{index}.{field}");
+        for (i, method) in route.methods.iter().enumerate() {
+            if actix_web::http::Method::from_bytes(method.as_bytes()).is_err() {
+                problems.push(Problem::new(
+                    &key(&format!("methods.{i}")),
+                    format!("{method:?} is not a method"),
+                ));
+            }
+        }
         if route.root.is_some() {
             if !route.upstream.is_empty() {
                 problems.push(Problem::new(

@@ -21,6 +21,21 @@ pub enum EdgeError {
     /// `Host` header.
     #[error("the request target names a different host than the Host header")]
     MisdirectedTarget,
+    /// The request target is longer than `edge.max_uri_length`.
+    #[error("the request target is too long")]
+    UriTooLong,
+    /// More header fields than `edge.max_headers`, or more bytes than `edge.max_header_bytes`.
+    #[error("the request header fields are too many or too large")]
+    HeadersTooLarge,
+    /// The path has malformed percent-encoding, or a NUL byte.
+    #[error("the path is malformed (bad percent-encoding or a NUL byte)")]
+    BadPath,
+    /// The path's dot-segments climb above the root (`/../`, also when percent-encoded).
+    #[error("the path climbs above the root")]
+    PathEscapesRoot,
+    /// The path has an encoded slash (`%2F`) on a route that refuses them.
+    #[error("encoded slashes are not accepted on this route")]
+    EncodedSlash,
     /// The client's request body broke off while it was being forwarded.
     #[error("the request body ended before it was complete")]
     ClientBody,
@@ -49,7 +64,13 @@ impl EdgeError {
     /// The status the client gets.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::MisdirectedTarget | Self::ClientBody => StatusCode::BAD_REQUEST,
+            Self::MisdirectedTarget
+            | Self::ClientBody
+            | Self::BadPath
+            | Self::PathEscapesRoot
+            | Self::EncodedSlash => StatusCode::BAD_REQUEST,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             Self::Connect | Self::BadResponse => StatusCode::BAD_GATEWAY,
@@ -60,7 +81,14 @@ impl EdgeError {
     /// Who is at fault.
     pub fn source(self) -> Source {
         match self {
-            Self::MisdirectedTarget | Self::ClientBody | Self::NoRoute => Source::Downstream,
+            Self::MisdirectedTarget
+            | Self::UriTooLong
+            | Self::HeadersTooLarge
+            | Self::BadPath
+            | Self::PathEscapesRoot
+            | Self::EncodedSlash
+            | Self::ClientBody
+            | Self::NoRoute => Source::Downstream,
             _ => Source::Upstream,
         }
     }

@@ -4,7 +4,7 @@
 //!
 //! | # | phase | module | what it does (default) |
 //! |---|-------|--------|------------------------|
-//! | 1 | validate | [`validate`] | refuses what must not reach routing: a foreign absolute-form target (400); actix-http already refused malformed heads (400), oversized heads (431) and smuggling attempts (400) |
+//! | 1 | validate | [`validate`] | refuses what must not reach routing: a foreign absolute-form target (400), a target or header section over the limits (414, 431), a malformed path or one climbing above the root (400); actix-http already refused malformed heads (400), oversized heads (431) and smuggling attempts (400). After routing: methods the route refuses (405), encoded slashes where refused (400), CORS preflights (answered) |
 //! | 2 | route | [`router`] | host, then longest path prefix; no match is 404 |
 //! | 3 | rate limit | [`ratelimit`] | the route's rate-limit plugin decides the key and quota, GCRA counts; over the quota is 429 (no plugin: nothing) |
 //! | 4 | cache | [`cache`] | the route's cache-rules plugin decides the key; a fresh entry answers; a miss goes on, coalesced, and its response may be stored (no plugin: nothing) |
@@ -36,7 +36,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix_web::body::BoxBody;
-use actix_web::http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{ALLOW, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 use arc_swap::ArcSwap;
 
@@ -49,6 +49,7 @@ use self::ratelimit::Outcome;
 use self::ratelimit::gcra::Gcra;
 use self::request_id::RequestIds;
 use self::router::{Backend, Router};
+use self::validate::RequestLimits;
 use crate::config::{AccessLogFormat, Config};
 use crate::policy::Plugins;
 use crate::store::Store;
@@ -82,6 +83,8 @@ pub struct EdgeRuntime {
     pub cache: CacheSettings,
     /// What is compressed, and how hard.
     pub compression: CompressionSettings,
+    /// Limits on request targets and header sections.
+    limits: RequestLimits,
 }
 
 impl EdgeRuntime {
@@ -114,6 +117,7 @@ impl EdgeRuntime {
             plugins,
             cache: CacheSettings::new(&config.cache),
             compression: CompressionSettings::new(&config.compression),
+            limits: RequestLimits::new(&config.edge),
         };
         (runtime, fresh)
     }
@@ -170,9 +174,13 @@ pub(crate) async fn handle(
     state: web::Data<EdgeState>,
 ) -> HttpResponse<UpstreamBody> {
     let runtime = state.runtime();
-    if let Err(err) = validate::check_target(&req) {
-        return refuse(err);
-    }
+    let checked = validate::check_target(&req)
+        .and_then(|()| runtime.limits.check(&req))
+        .and_then(|()| validate::check_path(req.path()));
+    let path = match checked {
+        Ok(path) => path,
+        Err(err) => return refuse(err),
+    };
     if !runtime.health_path.is_empty() && req.path() == runtime.health_path {
         return liveness().map_body(|_, body| UpstreamBody::right(body));
     }
@@ -184,6 +192,19 @@ pub(crate) async fn handle(
     };
     let request_id = state.ids.for_request(req.headers());
     let mut outcome = UpstreamOutcome::default();
+
+    if path.encoded_slash && route.reject_encoded_slash {
+        let answer = refuse(EdgeError::EncodedSlash);
+        return complete(&req, &runtime, route, request_id, outcome, answer);
+    }
+    if let Some(allow) = route.refuses(req.method()) {
+        let mut answer = HttpResponse::MethodNotAllowed()
+            .content_type("text/plain; charset=utf-8")
+            .body("405 Method Not Allowed: this route does not accept this method\n")
+            .map_body(|_, body| UpstreamBody::right(body));
+        answer.headers_mut().insert(ALLOW, allow.clone());
+        return complete(&req, &runtime, route, request_id, outcome, answer);
+    }
 
     // Preflights are answered here: they reach neither the limits nor the upstream.
     if let Some(answer) = route.cors.as_ref().and_then(|cors| cors.preflight(&req)) {

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use actix_web::http::Method;
+use actix_web::http::header::HeaderValue;
 use actix_web::http::uri::{PathAndQuery, Uri};
 
 use super::browser_cache::BrowserCaching;
@@ -37,6 +39,11 @@ pub struct Route {
     pub security_headers: SecurityHeaders,
     /// Its cross-origin policy, when it has one.
     pub cors: Option<Cors>,
+    /// The methods it accepts (empty: any), and the `Allow` field saying so.
+    methods: Vec<Method>,
+    allow: Option<HeaderValue>,
+    /// Whether paths with encoded slashes are refused.
+    pub reject_encoded_slash: bool,
 }
 
 /// What answers a route's requests.
@@ -92,6 +99,17 @@ impl Router {
                     security_headers,
                 ),
                 cors: config.cors.as_ref().map(Cors::new),
+                methods: config
+                    .methods
+                    .iter()
+                    .filter_map(|m| Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok())
+                    .collect(),
+                allow: (!config.methods.is_empty())
+                    .then(|| {
+                        HeaderValue::from_str(&config.methods.join(", ").to_ascii_uppercase()).ok()
+                    })
+                    .flatten(),
+                reject_encoded_slash: config.reject_encoded_slash,
             })
             .collect();
         // Exact hosts before wildcards before any-host; then longer prefixes first. The sort is
@@ -109,6 +127,15 @@ impl Router {
 }
 
 impl Route {
+    /// `None` when the route accepts `method`; otherwise the `Allow` field to answer 405 with.
+    pub fn refuses(&self, method: &Method) -> Option<&HeaderValue> {
+        if self.methods.is_empty() || self.methods.contains(method) {
+            None
+        } else {
+            self.allow.as_ref()
+        }
+    }
+
     fn host_rank(&self) -> u8 {
         if self.hosts.is_empty() {
             2
@@ -200,6 +227,8 @@ mod tests {
                 root: None,
                 security_headers: None,
                 cors: None,
+                methods: Vec::new(),
+                reject_encoded_slash: false,
             })
             .collect();
         Router::new(

@@ -1,12 +1,102 @@
 //! The validate phase: what is refused before a request reaches routing. actix-http already
 //! answers malformed heads (400), oversized heads (431), duplicate or conflicting
 //! `Content-Length`/`Transfer-Encoding` (400) and missing `Host` on HTTP/1.1 (400); this adds
-//! what a proxy in particular must not let through.
+//! what a proxy in particular must not let through: targets naming another host, targets and
+//! header sections over the configured limits, and paths that are malformed or climb above the
+//! root.
 
 use actix_web::HttpRequest;
 use actix_web::http::header::{HOST, HeaderValue};
 
 use super::error::EdgeError;
+use crate::config::EdgeConfig;
+
+/// The request limits of `[edge]`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestLimits {
+    max_uri_length: usize,
+    max_headers: usize,
+    max_header_bytes: usize,
+}
+
+/// What the path check learnt, for the route's own rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PathFacts {
+    /// The path has an encoded slash (`%2F`).
+    pub(crate) encoded_slash: bool,
+}
+
+impl RequestLimits {
+    /// The limits in `config`.
+    pub(crate) fn new(config: &EdgeConfig) -> Self {
+        Self {
+            max_uri_length: config.max_uri_length,
+            max_headers: config.max_headers,
+            max_header_bytes: config.max_header_bytes.as_u64() as usize,
+        }
+    }
+
+    /// Refuses a target or a header section over the limits.
+    pub(crate) fn check(&self, req: &HttpRequest) -> Result<(), EdgeError> {
+        let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+        if target > self.max_uri_length {
+            return Err(EdgeError::UriTooLong);
+        }
+        let headers = req.headers();
+        if headers.len() > self.max_headers {
+            return Err(EdgeError::HeadersTooLarge);
+        }
+        let bytes: usize = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        if bytes > self.max_header_bytes {
+            return Err(EdgeError::HeadersTooLarge);
+        }
+        Ok(())
+    }
+}
+
+/// Checks `path` (as received, percent-encoded): every `%` starts a valid escape, nothing
+/// decodes to NUL, and dot-segments (plain or encoded) never climb above the root. It runs on
+/// every request, so it decodes on the fly without allocating.
+pub(crate) fn check_path(path: &str) -> Result<PathFacts, EdgeError> {
+    let mut depth: usize = 0;
+    let mut encoded_slash = false;
+    for segment in path.split('/').skip(1) {
+        let (mut length, mut dots) = (0, 0);
+        let mut bytes = segment.bytes();
+        while let Some(byte) = bytes.next() {
+            let byte = match byte {
+                b'%' => {
+                    let high = bytes.next().and_then(hex).ok_or(EdgeError::BadPath)?;
+                    let low = bytes.next().and_then(hex).ok_or(EdgeError::BadPath)?;
+                    let decoded = high << 4 | low;
+                    encoded_slash |= decoded == b'/';
+                    decoded
+                }
+                byte => byte,
+            };
+            match byte {
+                0 => return Err(EdgeError::BadPath),
+                b'.' => dots += 1,
+                _ => {}
+            }
+            length += 1;
+        }
+        match (length, dots) {
+            (0, _) | (1, 1) => {}
+            (2, 2) => depth = depth.checked_sub(1).ok_or(EdgeError::PathEscapesRoot)?,
+            _ => depth += 1,
+        }
+    }
+    Ok(PathFacts { encoded_slash })
+}
+
+/// The value of one hex digit.
+fn hex(digit: u8) -> Option<u8> {
+    (digit as char).to_digit(16).map(|value| value as u8)
+}
 
 /// Refuses a request whose target authority disagrees with its `Host` header: an HTTP/1
 /// absolute-form target (`GET http://other/ HTTP/1.1`), or HTTP/2's `:authority` (RFC 9113
@@ -58,6 +148,32 @@ pub(crate) fn host_name(authority: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_well_formed_and_stay_under_the_root() {
+        assert_eq!(
+            check_path("/a/b%20c/../d"),
+            Ok(PathFacts {
+                encoded_slash: false
+            })
+        );
+        assert_eq!(
+            check_path("/a%2Fb"),
+            Ok(PathFacts {
+                encoded_slash: true
+            })
+        );
+        for (bad, why) in [
+            ("/a/%zz", EdgeError::BadPath),
+            ("/a/%4", EdgeError::BadPath),
+            ("/a%00b", EdgeError::BadPath),
+            ("/../etc/passwd", EdgeError::PathEscapesRoot),
+            ("/a/%2e%2e/%2E%2E/x", EdgeError::PathEscapesRoot),
+            ("/a/./../..", EdgeError::PathEscapesRoot),
+        ] {
+            assert_eq!(check_path(bad), Err(why), "{bad}");
+        }
+    }
     use actix_web::test::TestRequest;
 
     #[test]
