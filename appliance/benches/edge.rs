@@ -50,6 +50,8 @@ fn routing(c: &mut Criterion) {
             cors: None,
             methods: Vec::new(),
             reject_encoded_slash: false,
+            allow_ips: Vec::new(),
+            deny_ips: Vec::new(),
         })
         .collect();
     let router = Router::new(

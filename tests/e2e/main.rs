@@ -12,6 +12,7 @@ mod cache;
 mod cache_ops;
 mod cache_shared;
 mod cache_stale;
+mod client_ip;
 mod compression;
 mod config;
 mod example_plugins;

@@ -83,6 +83,8 @@ impl Default for Config {
                 cors: None,
                 methods: Vec::new(),
                 reject_encoded_slash: false,
+                allow_ips: Vec::new(),
+                deny_ips: Vec::new(),
             }],
             upstreams: BTreeMap::from([(
                 DEFAULT_UPSTREAM.to_string(),
@@ -130,6 +132,10 @@ pub struct EdgeConfig {
     /// Most bytes of request header fields, names and values together; more get 431. At most
     /// `"32 KiB"` (actix-http's own bound on a request head). Default `"16 KiB"`.
     pub max_header_bytes: ByteSize,
+    /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` is believed: the client is
+    /// then the last address in it that is not one of them. Default `[]` (the peer is the
+    /// client).
+    pub trusted_proxies: Vec<String>,
     /// On SIGTERM, how long in-flight requests may run before the process exits. Default `"30s"`.
     #[serde(with = "durations")]
     pub drain_timeout: Duration,
@@ -153,6 +159,7 @@ impl Default for EdgeConfig {
             max_uri_length: 8192,
             max_headers: 64,
             max_header_bytes: ByteSize::kib(16),
+            trusted_proxies: Vec::new(),
             drain_timeout: Duration::from_secs(30),
             health_path: "/health".into(),
             tls: None,
@@ -339,6 +346,13 @@ pub struct RouteConfig {
     /// Methods this route accepts; others get 405 with `Allow`. Default `[]` (any).
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Client addresses or networks allowed on this route; others get 403. Default `[]` (all).
+    #[serde(default)]
+    pub allow_ips: Vec<String>,
+    /// Client addresses or networks refused on this route (403), before `allow_ips`.
+    /// Default `[]`.
+    #[serde(default)]
+    pub deny_ips: Vec<String>,
     /// Refuse paths with encoded slashes (`%2F`), which some applications decode into path
     /// separators after routing decided. Default `false`.
     #[serde(default)]

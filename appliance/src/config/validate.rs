@@ -305,6 +305,11 @@ impl Config {
                 "must be 1 B to 32 KiB",
             ));
         }
+        for (i, text) in edge.trusted_proxies.iter().enumerate() {
+            if let Err(why) = crate::edge::client_ip::parse_network(text) {
+                problems.push(Problem::new(&format!("edge.trusted_proxies.{i}"), why));
+            }
+        }
         if edge.max_uri_length < 16 {
             problems.push(Problem::new("edge.max_uri_length", "must be at least 16"));
         }
@@ -318,6 +323,16 @@ impl Config {
 
     fn check_route(&self, index: usize, route: &RouteConfig, problems: &mut Vec<Problem>) {
         let key = |field: &str| format!("routes.{index}.{field}");
+        for (field, list) in [
+            ("allow_ips", &route.allow_ips),
+            ("deny_ips", &route.deny_ips),
+        ] {
+            for (i, text) in list.iter().enumerate() {
+                if let Err(why) = crate::edge::client_ip::parse_network(text) {
+                    problems.push(Problem::new(&key(&format!("{field}.{i}")), why));
+                }
+            }
+        }
         for (i, method) in route.methods.iter().enumerate() {
             if actix_web::http::Method::from_bytes(method.as_bytes()).is_err() {
                 problems.push(Problem::new(

@@ -36,6 +36,9 @@ pub enum EdgeError {
     /// The path has an encoded slash (`%2F`) on a route that refuses them.
     #[error("encoded slashes are not accepted on this route")]
     EncodedSlash,
+    /// The client's address is denied, or not allowed, on this route.
+    #[error("this route does not accept requests from this address")]
+    AddressRefused,
     /// The client's request body broke off while it was being forwarded.
     #[error("the request body ended before it was complete")]
     ClientBody,
@@ -70,6 +73,7 @@ impl EdgeError {
             | Self::PathEscapesRoot
             | Self::EncodedSlash => StatusCode::BAD_REQUEST,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::AddressRefused => StatusCode::FORBIDDEN,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
@@ -87,6 +91,7 @@ impl EdgeError {
             | Self::BadPath
             | Self::PathEscapesRoot
             | Self::EncodedSlash
+            | Self::AddressRefused
             | Self::ClientBody
             | Self::NoRoute => Source::Downstream,
             _ => Source::Upstream,

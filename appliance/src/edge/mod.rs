@@ -17,6 +17,7 @@
 
 pub mod browser_cache;
 pub mod cache;
+pub mod client_ip;
 pub mod compress;
 pub mod cors;
 pub mod error;
@@ -41,6 +42,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 use arc_swap::ArcSwap;
 
 use self::cache::{CacheSettings, CacheStatus, Fill, Lookup, ResponseCache, Settled};
+use self::client_ip::Networks;
 use self::compress::CompressionSettings;
 use self::error::EdgeError;
 use self::finish::{ActiveRequests, RequestNotes};
@@ -85,6 +87,8 @@ pub struct EdgeRuntime {
     pub compression: CompressionSettings,
     /// Limits on request targets and header sections.
     limits: RequestLimits,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    trusted_proxies: Networks,
 }
 
 impl EdgeRuntime {
@@ -118,6 +122,7 @@ impl EdgeRuntime {
             cache: CacheSettings::new(&config.cache),
             compression: CompressionSettings::new(&config.compression),
             limits: RequestLimits::new(&config.edge),
+            trusted_proxies: Networks::new(&config.edge.trusted_proxies),
         };
         (runtime, fresh)
     }
@@ -193,6 +198,11 @@ pub(crate) async fn handle(
     let request_id = state.ids.for_request(req.headers());
     let mut outcome = UpstreamOutcome::default();
 
+    let client_ip = runtime.trusted_proxies.client_ip(&req);
+    if !route.ip_rules.permits(client_ip) {
+        let answer = refuse(EdgeError::AddressRefused);
+        return complete(&req, &runtime, route, request_id, outcome, answer);
+    }
     if path.encoded_slash && route.reject_encoded_slash {
         let answer = refuse(EdgeError::EncodedSlash);
         return complete(&req, &runtime, route, request_id, outcome, answer);
@@ -213,7 +223,7 @@ pub(crate) async fn handle(
     }
 
     let plugin_request = (route.rate_limit.is_some() || route.cache.is_some())
-        .then(|| plugin_call::request(&req, host, &route.name));
+        .then(|| plugin_call::request(&req, client_ip, host, &route.name));
     let mut limit_fields = None;
     if let (Some(plugin), Some(request)) = (&route.rate_limit, &plugin_request) {
         match ratelimit::apply(plugin, &state.gcra, &req, request) {

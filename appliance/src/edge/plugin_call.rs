@@ -13,9 +13,13 @@ use tracing::warn;
 use crate::policy::{CallError, Fallback, Plugin, Request};
 use crate::upstream::clock_ms;
 
-/// `req` (sent to `host`, matched by `route`) as a plugin sees it.
-pub(crate) fn request(req: &HttpRequest, host: &str, route: &str) -> Request {
-    let client_ip: Option<IpAddr> = req.peer_addr().map(|addr| addr.ip());
+/// `req` (from `client_ip`, sent to `host`, matched by `route`) as a plugin sees it.
+pub(crate) fn request(
+    req: &HttpRequest,
+    client_ip: Option<IpAddr>,
+    host: &str,
+    route: &str,
+) -> Request {
     Request {
         method: req.method().as_str().to_string(),
         path: req.path().to_string(),

@@ -8,6 +8,7 @@ use actix_web::http::header::HeaderValue;
 use actix_web::http::uri::{PathAndQuery, Uri};
 
 use super::browser_cache::BrowserCaching;
+use super::client_ip::IpRules;
 use super::cors::Cors;
 use super::files::StaticRoot;
 use super::security_headers::SecurityHeaders;
@@ -44,6 +45,8 @@ pub struct Route {
     allow: Option<HeaderValue>,
     /// Whether paths with encoded slashes are refused.
     pub reject_encoded_slash: bool,
+    /// Which clients may use it.
+    pub ip_rules: IpRules,
 }
 
 /// What answers a route's requests.
@@ -110,6 +113,7 @@ impl Router {
                     })
                     .flatten(),
                 reject_encoded_slash: config.reject_encoded_slash,
+                ip_rules: IpRules::new(&config.allow_ips, &config.deny_ips),
             })
             .collect();
         // Exact hosts before wildcards before any-host; then longer prefixes first. The sort is
@@ -229,6 +233,8 @@ mod tests {
                 cors: None,
                 methods: Vec::new(),
                 reject_encoded_slash: false,
+                allow_ips: Vec::new(),
+                deny_ips: Vec::new(),
             })
             .collect();
         Router::new(
