@@ -41,26 +41,14 @@ fn routing(c: &mut Criterion) {
             },
             path: format!("/section{}/page{i}/", i % 4),
             upstream: "app".into(),
-            strip_prefix: false,
-            rate_limit: None,
-            cache: None,
-            browser_cache: None,
-            root: None,
-            security_headers: None,
-            cors: None,
-            methods: Vec::new(),
-            reject_encoded_slash: false,
-            allow_ips: Vec::new(),
-            deny_ips: Vec::new(),
+            ..RouteConfig::default()
         })
         .collect();
-    let router = Router::new(
-        &routes,
-        &groups,
-        &Plugins::default(),
-        &gatehouse::config::BrowserCacheConfig::default(),
-        &gatehouse::config::SecurityHeadersConfig::default(),
-    );
+    let config = gatehouse::config::Config {
+        routes,
+        ..gatehouse::config::Config::default()
+    };
+    let router = Router::new(&config, &groups, &Plugins::default());
     c.bench_function("router/find among 20 routes", |b| {
         b.iter(|| {
             router.find(

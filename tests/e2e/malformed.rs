@@ -163,3 +163,38 @@ reject_encoded_slash = true
         "only the two well-formed requests went upstream"
     );
 }
+
+#[tokio::test]
+async fn bodies_over_the_routes_limit_get_413_declared_or_streamed() {
+    let upstream = Upstream::start("app").await;
+    let gatehouse = Gatehouse::start(&format!(
+        "[[routes]]\npath = \"/\"\nupstream = \"app\"\nmax_body = \"1 KiB\"\n\n{}",
+        app_upstream(upstream.addr, "")
+    ));
+    let post = |headers: &str, body: &[u8]| {
+        let mut request =
+            format!("POST /digest HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{headers}\r\n")
+                .into_bytes();
+        request.extend_from_slice(body);
+        let addr = gatehouse.edge_addr();
+        async move { raw_exchange(addr, &request, Duration::from_secs(3)).await }
+    };
+    let small = post("Content-Length: 512\r\n", &[b'a'; 512]).await;
+    assert_eq!(status_of(&small), 200, "{small}");
+    let declared = post("Content-Length: 2048\r\n", &[b'a'; 2048]).await;
+    assert_eq!(status_of(&declared), 413, "{declared}");
+    assert_eq!(
+        upstream.hits(),
+        1,
+        "a declared excess never reaches the upstream"
+    );
+    let mut chunked = Vec::new();
+    for _ in 0..4 {
+        chunked.extend_from_slice(b"400\r\n");
+        chunked.extend_from_slice(&[b'b'; 1024]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let streamed = post("Transfer-Encoding: chunked\r\n", &chunked).await;
+    assert_eq!(status_of(&streamed), 413, "{streamed}");
+}

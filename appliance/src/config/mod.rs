@@ -71,20 +71,8 @@ impl Default for Config {
             log: LogConfig::default(),
             routes: vec![RouteConfig {
                 name: Some("default".into()),
-                hosts: Vec::new(),
-                path: "/".into(),
                 upstream: DEFAULT_UPSTREAM.into(),
-                strip_prefix: false,
-                rate_limit: None,
-                cache: None,
-                browser_cache: None,
-                root: None,
-                security_headers: None,
-                cors: None,
-                methods: Vec::new(),
-                reject_encoded_slash: false,
-                allow_ips: Vec::new(),
-                deny_ips: Vec::new(),
+                ..RouteConfig::default()
             }],
             upstreams: BTreeMap::from([(
                 DEFAULT_UPSTREAM.to_string(),
@@ -132,6 +120,9 @@ pub struct EdgeConfig {
     /// Most bytes of request header fields, names and values together; more get 431. At most
     /// `"32 KiB"` (actix-http's own bound on a request head). Default `"16 KiB"`.
     pub max_header_bytes: ByteSize,
+    /// Largest request body; a larger declared length gets 413 at once, and a streamed body is
+    /// cut off with 413 when it grows past it. Routes may set their own. Default `"100 MiB"`.
+    pub max_body: ByteSize,
     /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` is believed: the client is
     /// then the last address in it that is not one of them. Default `[]` (the peer is the
     /// client).
@@ -159,6 +150,7 @@ impl Default for EdgeConfig {
             max_uri_length: 8192,
             max_headers: 64,
             max_header_bytes: ByteSize::kib(16),
+            max_body: ByteSize::mib(100),
             trusted_proxies: Vec::new(),
             drain_timeout: Duration::from_secs(30),
             health_path: "/health".into(),
@@ -357,6 +349,9 @@ pub struct RouteConfig {
     /// separators after routing decided. Default `false`.
     #[serde(default)]
     pub reject_encoded_slash: bool,
+    /// Largest request body on this route, replacing `edge.max_body`.
+    #[serde(default)]
+    pub max_body: Option<ByteSize>,
     /// Cross-origin requests this route allows. Default: none (no CORS headers; preflights
     /// go to the upstream).
     #[serde(default)]
@@ -366,6 +361,30 @@ pub struct RouteConfig {
 impl RouteConfig {
     fn default_path() -> String {
         "/".into()
+    }
+}
+
+impl Default for RouteConfig {
+    /// Everything under `/` to no upstream yet: the base that config literals fill in.
+    fn default() -> Self {
+        Self {
+            name: None,
+            hosts: Vec::new(),
+            path: Self::default_path(),
+            upstream: String::new(),
+            root: None,
+            strip_prefix: false,
+            rate_limit: None,
+            cache: None,
+            browser_cache: None,
+            security_headers: None,
+            methods: Vec::new(),
+            allow_ips: Vec::new(),
+            deny_ips: Vec::new(),
+            reject_encoded_slash: false,
+            cors: None,
+            max_body: None,
+        }
     }
 }
 

@@ -36,6 +36,9 @@ pub enum EdgeError {
     /// The path has an encoded slash (`%2F`) on a route that refuses them.
     #[error("encoded slashes are not accepted on this route")]
     EncodedSlash,
+    /// The request body is larger than the route's `max_body`.
+    #[error("the request body is larger than this route accepts")]
+    BodyTooLarge,
     /// The client's address is denied, or not allowed, on this route.
     #[error("this route does not accept requests from this address")]
     AddressRefused,
@@ -74,6 +77,7 @@ impl EdgeError {
             | Self::EncodedSlash => StatusCode::BAD_REQUEST,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::AddressRefused => StatusCode::FORBIDDEN,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
@@ -92,6 +96,7 @@ impl EdgeError {
             | Self::PathEscapesRoot
             | Self::EncodedSlash
             | Self::AddressRefused
+            | Self::BodyTooLarge
             | Self::ClientBody
             | Self::NoRoute => Source::Downstream,
             _ => Source::Upstream,

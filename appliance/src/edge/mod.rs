@@ -108,13 +108,7 @@ impl EdgeRuntime {
         let (groups, fresh) =
             build_groups(&config.upstreams, previous.map_or(&empty, |p| &p.groups));
         let runtime = Self {
-            router: Router::new(
-                &config.routes,
-                &groups,
-                &plugins,
-                &config.browser_cache,
-                &config.security_headers,
-            ),
+            router: Router::new(config, &groups, &plugins),
             groups,
             health_path: config.edge.health_path.clone(),
             access_log: config.log.access,
@@ -205,6 +199,10 @@ pub(crate) async fn handle(
     }
     if path.encoded_slash && route.reject_encoded_slash {
         let answer = refuse(EdgeError::EncodedSlash);
+        return complete(&req, &runtime, route, request_id, outcome, answer);
+    }
+    if proxy::headers::content_length(req.headers()).is_some_and(|length| length > route.max_body) {
+        let answer = refuse(EdgeError::BodyTooLarge);
         return complete(&req, &runtime, route, request_id, outcome, answer);
     }
     if let Some(allow) = route.refuses(req.method()) {

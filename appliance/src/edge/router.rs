@@ -12,7 +12,7 @@ use super::client_ip::IpRules;
 use super::cors::Cors;
 use super::files::StaticRoot;
 use super::security_headers::SecurityHeaders;
-use crate::config::{BrowserCacheConfig, RouteConfig, SecurityHeadersConfig};
+use crate::config::Config;
 use crate::policy::{Plugin, Plugins};
 use crate::upstream::UpstreamGroup;
 
@@ -47,6 +47,8 @@ pub struct Route {
     pub reject_encoded_slash: bool,
     /// Which clients may use it.
     pub ip_rules: IpRules,
+    /// Largest request body, in bytes.
+    pub max_body: u64,
 }
 
 /// What answers a route's requests.
@@ -66,17 +68,17 @@ enum HostPattern {
 }
 
 impl Router {
-    /// Builds the routes of `configs` over `groups` and `plugins` (names were checked by config
-    /// validation).
+    /// Builds the routes of `config` over `groups` and `plugins` (names were checked by config
+    /// validation); route settings fall back to the global ones.
     pub fn new(
-        configs: &[RouteConfig],
+        config: &Config,
         groups: &BTreeMap<String, Arc<UpstreamGroup>>,
         plugins: &Plugins,
-        browser_cache: &BrowserCacheConfig,
-        security_headers: &SecurityHeadersConfig,
     ) -> Self {
         let plugin = |name: &Option<String>| name.as_deref().and_then(|n| plugins.get(n)).cloned();
-        let mut routes: Vec<Route> = configs
+        let global = config;
+        let mut routes: Vec<Route> = config
+            .routes
             .iter()
             .enumerate()
             .map(|(index, config)| Route {
@@ -95,12 +97,16 @@ impl Router {
                 rate_limit: plugin(&config.rate_limit),
                 cache: plugin(&config.cache),
                 browser_cache: BrowserCaching::new(
-                    config.browser_cache.as_ref().unwrap_or(browser_cache),
+                    config
+                        .browser_cache
+                        .as_ref()
+                        .unwrap_or(&global.browser_cache),
                 ),
                 security_headers: SecurityHeaders::new(
                     config.security_headers.as_ref(),
-                    security_headers,
+                    &global.security_headers,
                 ),
+                max_body: config.max_body.unwrap_or(global.edge.max_body).as_u64(),
                 cors: config.cors.as_ref().map(Cors::new),
                 methods: config
                     .methods
@@ -204,7 +210,7 @@ impl HostPattern {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ServerConfig, UpstreamConfig};
+    use crate::config::{RouteConfig, ServerConfig, UpstreamConfig};
     use crate::upstream::build_groups;
 
     fn router(routes: &[(&[&str], &str, &str, bool)]) -> Router {
@@ -225,25 +231,14 @@ mod tests {
                 path: path.to_string(),
                 upstream: "a".into(),
                 strip_prefix: *strip,
-                rate_limit: None,
-                cache: None,
-                browser_cache: None,
-                root: None,
-                security_headers: None,
-                cors: None,
-                methods: Vec::new(),
-                reject_encoded_slash: false,
-                allow_ips: Vec::new(),
-                deny_ips: Vec::new(),
+                ..RouteConfig::default()
             })
             .collect();
-        Router::new(
-            &configs,
-            &groups,
-            &Plugins::default(),
-            &BrowserCacheConfig::default(),
-            &SecurityHeadersConfig::default(),
-        )
+        let config = Config {
+            routes: configs,
+            ..Config::default()
+        };
+        Router::new(&config, &groups, &Plugins::default())
     }
 
     fn name(router: &Router, host: &str, path: &str) -> Option<String> {

@@ -112,7 +112,10 @@ impl Pool {
             .map_err(|_| EdgeError::BadResponse)?;
         if let Some(mut chunks) = body.chunks {
             while let Some(chunk) = chunks.next().await {
-                let chunk = chunk.map_err(|_| EdgeError::ClientBody)?;
+                let chunk = chunk.map_err(|err| match err {
+                    PayloadError::Overflow => EdgeError::BodyTooLarge,
+                    _ => EdgeError::ClientBody,
+                })?;
                 conn.send(Message::Chunk(Some(chunk)))
                     .await
                     .map_err(|_| EdgeError::BadResponse)?;

@@ -99,7 +99,7 @@ pub(crate) async fn forward(
     let (mut body, mut tunnel) = if upgrade {
         (Some(RequestBody::Empty), Some(payload))
     } else {
-        (Some(classify_body(req, payload)), None)
+        (Some(classify_body(req, payload, route.max_body)), None)
     };
     let retryable =
         !upgrade && is_idempotent(req.method()) && matches!(body, Some(RequestBody::Empty));
@@ -191,10 +191,10 @@ fn record<T>(peer: &Peer, result: &Result<T, EdgeError>, config: &UpstreamConfig
 }
 
 /// Sorts the request body into what can be replayed and what must stream once.
-fn classify_body(req: &HttpRequest, mut payload: web::Payload) -> RequestBody {
+fn classify_body(req: &HttpRequest, mut payload: web::Payload, max_body: u64) -> RequestBody {
     let headers = req.headers();
     if headers.contains_key(TRANSFER_ENCODING) {
-        return RequestBody::Streamed(BodySize::Stream, payload.boxed_local());
+        return RequestBody::Streamed(BodySize::Stream, at_most(payload, max_body));
     }
     if let Some(length) = content_length(headers) {
         return match length {
@@ -208,10 +208,28 @@ fn classify_body(req: &HttpRequest, mut payload: web::Payload) -> RequestBody {
         Some(None) => RequestBody::Empty,
         Some(Some(first)) => RequestBody::Streamed(
             BodySize::Stream,
-            stream::iter([first]).chain(payload).boxed_local(),
+            at_most(stream::iter([first]).chain(payload), max_body),
         ),
-        None => RequestBody::Streamed(BodySize::Stream, payload.boxed_local()),
+        None => RequestBody::Streamed(BodySize::Stream, at_most(payload, max_body)),
     }
+}
+
+/// `body`, counted as it streams: past `max_body` bytes it ends with `Overflow` (the request
+/// fails with 413, and the upstream connection, mid-body, is not reused).
+fn at_most(
+    body: impl futures_util::Stream<Item = Result<Bytes, PayloadError>> + 'static,
+    max_body: u64,
+) -> LocalBoxStream<'static, Result<Bytes, PayloadError>> {
+    let mut seen: u64 = 0;
+    body.map(move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len() as u64;
+        if seen > max_body {
+            return Err(PayloadError::Overflow);
+        }
+        Ok(chunk)
+    })
+    .boxed_local()
 }
 
 /// RFC 9110 §9.2.2.
