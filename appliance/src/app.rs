@@ -454,12 +454,14 @@ impl Serving {
 
         let edge_data = web::Data::from(Arc::clone(&self.edge));
         let edge_state = Arc::clone(&self.edge);
+        let counted = Arc::clone(&self.edge);
         let mut server = HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(edge_data.clone())
                 .wrap(Finish::new(Arc::clone(&edge_state)))
                 .default_service(web::to(edge::handle))
         })
+        .on_connect(move |connection, extensions| counted.on_connect(connection, extensions))
         .workers(workers(config))
         // HTTP/2 flow-control windows: wide enough that uploads are not throttled by round trips,
         // and that clients which hold one byte of window back before sending END_STREAM (hyper#4003)

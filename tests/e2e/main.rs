@@ -15,6 +15,7 @@ mod cache_stale;
 mod client_ip;
 mod compression;
 mod config;
+mod connections;
 mod example_plugins;
 mod lifecycle;
 mod malformed;

@@ -123,6 +123,12 @@ pub struct EdgeConfig {
     /// Largest request body; a larger declared length gets 413 at once, and a streamed body is
     /// cut off with 413 when it grows past it. Routes may set their own. Default `"100 MiB"`.
     pub max_body: ByteSize,
+    /// Most open client connections; over it, a new connection's requests get 503 with
+    /// `Retry-After` and the connection is closed. Default `10000`.
+    pub max_connections: usize,
+    /// Most open connections from one client address (trusted proxies excepted); over it, as
+    /// above. Default `256`.
+    pub max_connections_per_ip: usize,
     /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` is believed: the client is
     /// then the last address in it that is not one of them. Default `[]` (the peer is the
     /// client).
@@ -151,6 +157,8 @@ impl Default for EdgeConfig {
             max_headers: 64,
             max_header_bytes: ByteSize::kib(16),
             max_body: ByteSize::mib(100),
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
             trusted_proxies: Vec::new(),
             drain_timeout: Duration::from_secs(30),
             health_path: "/health".into(),

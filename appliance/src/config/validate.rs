@@ -310,6 +310,16 @@ impl Config {
                 problems.push(Problem::new(&format!("edge.trusted_proxies.{i}"), why));
             }
         }
+        if edge.max_connections == 0 || edge.max_connections_per_ip == 0 {
+            problems.push(Problem::new(
+                if edge.max_connections == 0 {
+                    "edge.max_connections"
+                } else {
+                    "edge.max_connections_per_ip"
+                },
+                "must be at least 1",
+            ));
+        }
         if edge.max_uri_length < 16 {
             problems.push(Problem::new("edge.max_uri_length", "must be at least 16"));
         }

@@ -37,7 +37,8 @@ impl Networks {
         Self(texts.iter().filter_map(|t| parse_network(t).ok()).collect())
     }
 
-    fn contains(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is in one of the networks.
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.0.iter().any(|net| net.contains(&ip))
     }

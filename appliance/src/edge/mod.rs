@@ -19,6 +19,7 @@ pub mod browser_cache;
 pub mod cache;
 pub mod client_ip;
 pub mod compress;
+pub mod connections;
 pub mod cors;
 pub mod error;
 pub mod files;
@@ -37,6 +38,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use actix_web::body::BoxBody;
+use actix_web::dev::Extensions;
 use actix_web::http::header::{ALLOW, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 use arc_swap::ArcSwap;
@@ -44,6 +46,7 @@ use arc_swap::ArcSwap;
 use self::cache::{CacheSettings, CacheStatus, Fill, Lookup, ResponseCache, Settled};
 use self::client_ip::Networks;
 use self::compress::CompressionSettings;
+use self::connections::{Caps, ConnectionSlot, Connections};
 use self::error::EdgeError;
 use self::finish::{ActiveRequests, RequestNotes};
 use self::proxy::{UpstreamBody, UpstreamOutcome, X_REQUEST_ID};
@@ -67,6 +70,8 @@ pub struct EdgeState {
     gcra: Gcra,
     /// Stored responses, kept across reloads.
     cache: ResponseCache,
+    /// Open client connections.
+    connections: Arc<Connections>,
 }
 
 /// One config generation of the edge.
@@ -89,6 +94,8 @@ pub struct EdgeRuntime {
     limits: RequestLimits,
     /// Proxies whose `X-Forwarded-For` is believed.
     trusted_proxies: Networks,
+    /// Connection caps.
+    caps: Caps,
 }
 
 impl EdgeRuntime {
@@ -117,6 +124,10 @@ impl EdgeRuntime {
             compression: CompressionSettings::new(&config.compression),
             limits: RequestLimits::new(&config.edge),
             trusted_proxies: Networks::new(&config.edge.trusted_proxies),
+            caps: Caps {
+                total: config.edge.max_connections,
+                per_ip: config.edge.max_connections_per_ip,
+            },
         };
         (runtime, fresh)
     }
@@ -137,7 +148,21 @@ impl EdgeState {
             active: Arc::default(),
             gcra: Gcra::default(),
             cache: ResponseCache::new(&config.cache, store, &config.redis),
+            connections: Arc::default(),
         }
+    }
+
+    /// Counts a connection just accepted (`connection` is actix's stream) in its extensions.
+    pub(crate) fn on_connect(&self, connection: &dyn std::any::Any, extensions: &mut Extensions) {
+        let runtime = self.runtime();
+        let ip = connections::peer_ip(connection);
+        let exempt = ip.is_some_and(|ip| runtime.trusted_proxies.contains(ip));
+        extensions.insert(self.connections.open(ip, runtime.caps, exempt));
+    }
+
+    /// Open client connections.
+    pub fn connections(&self) -> &Connections {
+        &self.connections
     }
 
     /// The response cache.
@@ -172,6 +197,12 @@ pub(crate) async fn handle(
     payload: web::Payload,
     state: web::Data<EdgeState>,
 ) -> HttpResponse<UpstreamBody> {
+    if req
+        .conn_data::<ConnectionSlot>()
+        .is_some_and(|slot| slot.over)
+    {
+        return connections::busy().map_body(|_, body| UpstreamBody::right(body));
+    }
     let runtime = state.runtime();
     let checked = validate::check_target(&req)
         .and_then(|()| runtime.limits.check(&req))
