@@ -39,7 +39,7 @@ use std::sync::Arc;
 
 use actix_web::body::BoxBody;
 use actix_web::dev::Extensions;
-use actix_web::http::header::{ALLOW, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 use arc_swap::ArcSwap;
 
@@ -224,24 +224,8 @@ pub(crate) async fn handle(
     let mut outcome = UpstreamOutcome::default();
 
     let client_ip = runtime.trusted_proxies.client_ip(&req);
-    if !route.ip_rules.permits(client_ip) {
-        let answer = refuse(EdgeError::AddressRefused);
-        return complete(&req, &runtime, route, request_id, outcome, answer);
-    }
-    if path.encoded_slash && route.reject_encoded_slash {
-        let answer = refuse(EdgeError::EncodedSlash);
-        return complete(&req, &runtime, route, request_id, outcome, answer);
-    }
-    if proxy::headers::content_length(req.headers()).is_some_and(|length| length > route.max_body) {
-        let answer = refuse(EdgeError::BodyTooLarge);
-        return complete(&req, &runtime, route, request_id, outcome, answer);
-    }
-    if let Some(allow) = route.refuses(req.method()) {
-        let mut answer = HttpResponse::MethodNotAllowed()
-            .content_type("text/plain; charset=utf-8")
-            .body("405 Method Not Allowed: this route does not accept this method\n")
-            .map_body(|_, body| UpstreamBody::right(body));
-        answer.headers_mut().insert(ALLOW, allow.clone());
+    if let Some(refusal) = validate::route_refusal(route, &req, client_ip, path) {
+        let answer = refusal.map_body(|_, body| UpstreamBody::right(body));
         return complete(&req, &runtime, route, request_id, outcome, answer);
     }
 

@@ -5,10 +5,14 @@
 //! header sections over the configured limits, and paths that are malformed or climb above the
 //! root.
 
-use actix_web::HttpRequest;
-use actix_web::http::header::{HOST, HeaderValue};
+use std::net::IpAddr;
+
+use actix_web::http::header::{ALLOW, HOST, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse};
 
 use super::error::EdgeError;
+use super::proxy::headers::content_length;
+use super::router::Route;
 use crate::config::EdgeConfig;
 
 /// The request limits of `[edge]`.
@@ -55,6 +59,32 @@ impl RequestLimits {
         }
         Ok(())
     }
+}
+
+/// What the matched `route` refuses of `req` (from `client_ip`, with `path` as checked): its
+/// address (403), an encoded slash (400), a declared body over its limit (413), its method
+/// (405 with `Allow`).
+pub(crate) fn route_refusal(
+    route: &Route,
+    req: &HttpRequest,
+    client_ip: Option<IpAddr>,
+    path: PathFacts,
+) -> Option<HttpResponse> {
+    let refusal = if !route.ip_rules.permits(client_ip) {
+        EdgeError::AddressRefused
+    } else if path.encoded_slash && route.reject_encoded_slash {
+        EdgeError::EncodedSlash
+    } else if content_length(req.headers()).is_some_and(|length| length > route.max_body) {
+        EdgeError::BodyTooLarge
+    } else {
+        let allow = route.refuses(req.method())?;
+        let mut answer = HttpResponse::MethodNotAllowed()
+            .content_type("text/plain; charset=utf-8")
+            .body("405 Method Not Allowed: this route does not accept this method\n");
+        answer.headers_mut().insert(ALLOW, allow.clone());
+        return Some(answer);
+    };
+    Some(refusal.response())
 }
 
 /// Checks `path` (as received, percent-encoded): every `%` starts a valid escape, nothing
