@@ -11,7 +11,10 @@
 //! | 5 | upstream | [`proxy`] | picks a server (balancing, health, ejection), forwards with timeouts and bounded retries, streams bodies both ways |
 //! | 6 | finish | [`finish`] | when the response body has ended: the access-log line, and the request leaves the in-flight count the drain waits for |
 //!
-//! Response headers and compression (on the way back up) slot in as their own modules.
+//! On the way back up: compression ([`compress`]), then, for every routed answer, browser
+//! caching ([`browser_cache`]), security headers ([`security_headers`]) and CORS fields
+//! ([`cors`]). Static-file routes ([`files`]) answer from disk in place of the cache and upstream
+//! phases.
 //!
 //! This module owns the request path and must not block: no file or store I/O per request.
 
