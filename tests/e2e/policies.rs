@@ -287,3 +287,33 @@ async fn a_new_plugin_build_swaps_in_under_load_without_a_failed_request() {
         "only {total} requests were sent during the swaps"
     );
 }
+
+#[tokio::test]
+async fn the_auth_limits_example_is_stricter_on_auth_endpoints() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let upstream = Upstream::start("app").await;
+    let example = std::fs::read_to_string(root.join("examples/auth-limits.toml"))
+        .unwrap()
+        .replace("listen = [\"127.0.0.1:8080\"]", "")
+        .replace("127.0.0.1:3000", &upstream.addr.to_string());
+    let gatehouse = Gatehouse::start(&example);
+    let http = client(None);
+    let statuses = |path: &'static str| {
+        let (http, url) = (&http, gatehouse.url(path));
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..8 {
+                statuses.push(http.get(&url).send().await.unwrap().status().as_u16());
+            }
+            statuses
+        }
+    };
+    let auth = statuses("/api/v5/auth/csrf").await;
+    assert_eq!(auth[0], 200);
+    assert!(auth.contains(&429), "the auth quota runs out: {auth:?}");
+    let api = statuses("/api/items").await;
+    assert!(
+        api.iter().all(|s| *s == 200),
+        "the API quota does not: {api:?}"
+    );
+}
