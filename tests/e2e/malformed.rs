@@ -198,3 +198,29 @@ async fn bodies_over_the_routes_limit_get_413_declared_or_streamed() {
     let streamed = post("Transfer-Encoding: chunked\r\n", &chunked).await;
     assert_eq!(status_of(&streamed), 413, "{streamed}");
 }
+
+#[tokio::test]
+async fn hosts_outside_the_allowlist_get_421_before_routing() {
+    let upstream = Upstream::start("app").await;
+    let gatehouse = Gatehouse::start(&format!(
+        "[edge]\nallowed_hosts = [\"shop.test\", \"*.shop.test\"]\n\n[[routes]]\npath = \"/\"\nupstream = \"app\"\n\n{}",
+        app_upstream(upstream.addr, "")
+    ));
+    for (host, expected) in [
+        ("shop.test", 200),
+        ("SHOP.test:8080", 200),
+        ("eu.shop.test", 200),
+        ("evil.test", 421),
+        ("shop.test.evil", 421),
+    ] {
+        let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let answer = raw_exchange(
+            gatehouse.edge_addr(),
+            request.as_bytes(),
+            Duration::from_secs(2),
+        )
+        .await;
+        assert_eq!(status_of(&answer), expected, "{host}: {answer}");
+    }
+    assert_eq!(upstream.hits(), 3);
+}

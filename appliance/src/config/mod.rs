@@ -129,6 +129,9 @@ pub struct EdgeConfig {
     /// Most open connections from one client address (trusted proxies excepted); over it, as
     /// above. Default `256`.
     pub max_connections_per_ip: usize,
+    /// Host names gatehouse answers for (`example.com`, `*.example.com`); requests naming any
+    /// other host get 421 before routing. Default `[]` (any host).
+    pub allowed_hosts: Vec<String>,
     /// Proxies (addresses or CIDR networks) whose `X-Forwarded-For` is believed: the client is
     /// then the last address in it that is not one of them. Default `[]` (the peer is the
     /// client).
@@ -159,6 +162,7 @@ impl Default for EdgeConfig {
             max_body: ByteSize::mib(100),
             max_connections: 10_000,
             max_connections_per_ip: 256,
+            allowed_hosts: Vec::new(),
             trusted_proxies: Vec::new(),
             drain_timeout: Duration::from_secs(30),
             health_path: "/health".into(),

@@ -305,6 +305,11 @@ impl Config {
                 "must be 1 B to 32 KiB",
             ));
         }
+        for (i, host) in edge.allowed_hosts.iter().enumerate() {
+            if let Err(why) = check_host_pattern(host) {
+                problems.push(Problem::new(&format!("edge.allowed_hosts.{i}"), why));
+            }
+        }
         for (i, text) in edge.trusted_proxies.iter().enumerate() {
             if let Err(why) = crate::edge::client_ip::parse_network(text) {
                 problems.push(Problem::new(&format!("edge.trusted_proxies.{i}"), why));

@@ -39,6 +39,9 @@ pub enum EdgeError {
     /// The request body is larger than the route's `max_body`.
     #[error("the request body is larger than this route accepts")]
     BodyTooLarge,
+    /// The request names a host not in `edge.allowed_hosts`.
+    #[error("this server does not answer for that host")]
+    UnknownHost,
     /// The client's address is denied, or not allowed, on this route.
     #[error("this route does not accept requests from this address")]
     AddressRefused,
@@ -77,6 +80,7 @@ impl EdgeError {
             | Self::EncodedSlash => StatusCode::BAD_REQUEST,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::AddressRefused => StatusCode::FORBIDDEN,
+            Self::UnknownHost => StatusCode::MISDIRECTED_REQUEST,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::NoRoute => StatusCode::NOT_FOUND,
@@ -96,6 +100,7 @@ impl EdgeError {
             | Self::PathEscapesRoot
             | Self::EncodedSlash
             | Self::AddressRefused
+            | Self::UnknownHost
             | Self::BodyTooLarge
             | Self::ClientBody
             | Self::NoRoute => Source::Downstream,

@@ -56,7 +56,7 @@ use self::proxy::{UpstreamBody, UpstreamOutcome, X_REQUEST_ID};
 use self::ratelimit::Outcome;
 use self::ratelimit::gcra::Gcra;
 use self::request_id::RequestIds;
-use self::router::{Backend, Router};
+use self::router::{Backend, HostPattern, Router};
 use self::validate::RequestLimits;
 use crate::config::{AccessLogFormat, Config};
 use crate::policy::Plugins;
@@ -95,6 +95,8 @@ pub struct EdgeRuntime {
     pub compression: CompressionSettings,
     /// Limits on request targets and header sections.
     limits: RequestLimits,
+    /// Host names answered for; empty for any.
+    allowed_hosts: Vec<HostPattern>,
     /// Proxies whose `X-Forwarded-For` is believed.
     trusted_proxies: Networks,
     /// Connection caps.
@@ -126,6 +128,12 @@ impl EdgeRuntime {
             cache: CacheSettings::new(&config.cache),
             compression: CompressionSettings::new(&config.compression),
             limits: RequestLimits::new(&config.edge),
+            allowed_hosts: config
+                .edge
+                .allowed_hosts
+                .iter()
+                .map(|h| HostPattern::parse(h))
+                .collect(),
             trusted_proxies: Networks::new(&config.edge.trusted_proxies),
             caps: Caps {
                 total: config.edge.max_connections,
@@ -220,6 +228,9 @@ pub(crate) async fn handle(
     let host = validate::authority(&req)
         .map(validate::host_name)
         .unwrap_or_default();
+    if !runtime.allowed_hosts.is_empty() && !runtime.allowed_hosts.iter().any(|h| h.matches(host)) {
+        return refuse(EdgeError::UnknownHost);
+    }
     let Some(route) = runtime.router.find(host, req.path()) else {
         return refuse(EdgeError::NoRoute);
     };

@@ -59,8 +59,9 @@ pub enum Backend {
     Files(Arc<StaticRoot>),
 }
 
+/// A host name to match: exact or `*.domain`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum HostPattern {
+pub(crate) enum HostPattern {
     /// `example.com` (lowercase).
     Exact(String),
     /// `*.example.com`, stored as `.example.com`.
@@ -187,7 +188,8 @@ impl Route {
 }
 
 impl HostPattern {
-    fn parse(pattern: &str) -> Self {
+    /// `pattern` (checked by config validation), case-insensitive.
+    pub(crate) fn parse(pattern: &str) -> Self {
         let lower = pattern.to_ascii_lowercase();
         match lower.strip_prefix('*') {
             Some(suffix) => Self::Suffix(suffix.to_string()),
@@ -195,7 +197,8 @@ impl HostPattern {
         }
     }
 
-    fn matches(&self, host: &str) -> bool {
+    /// Whether `host` (without port) matches.
+    pub(crate) fn matches(&self, host: &str) -> bool {
         match self {
             Self::Exact(name) => host.eq_ignore_ascii_case(name),
             Self::Suffix(suffix) => {
