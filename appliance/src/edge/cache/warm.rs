@@ -2,19 +2,25 @@
 //! a schedule, so they are cached before visitors ask (and compressed in every coding, so no
 //! visitor waits for a first compression either).
 //!
-//! The requests are real HTTP/1.1 requests to the edge's own plain listener: they take the
-//! same route, policies and cache phase as a visitor's, and show in the access log.
+//! The requests are real HTTP/1.1 requests (through the upstream client) to the edge's own plain
+//! listener: they take the same route, policies and cache phase as a visitor's, and show in the
+//! access log.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::Uri;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use actix_http::RequestHead;
+use actix_web::http::header::{ACCEPT_ENCODING, HOST, HeaderValue, USER_AGENT};
+use actix_web::http::{Method, Uri};
+use futures_util::StreamExt;
 use tracing::{debug, warn};
 
+use crate::config::UpstreamConfig;
 use crate::edge::EdgeState;
+use crate::edge::error::EdgeError;
+use crate::upstream::client::{Answer, Outgoing, Pool};
 
 /// One page to warm: the host to name (none: the listener's address) and the path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +63,7 @@ impl WarmTarget {
 /// Warms the current warming list through the edge at `edge`, now and every interval, for as
 /// long as gatehouse runs (the list and interval are read anew each round, so reloads apply).
 pub(crate) async fn run(state: Arc<EdgeState>, edge: SocketAddr) {
+    let pool = Rc::new(Pool::new(&UpstreamConfig::default()));
     loop {
         let (targets, interval) = {
             let runtime = state.runtime();
@@ -64,7 +71,9 @@ pub(crate) async fn run(state: Arc<EdgeState>, edge: SocketAddr) {
         };
         for target in targets.iter() {
             for coding in CODINGS {
-                match tokio::time::timeout(REQUEST_TIMEOUT, fetch(edge, target, coding)).await {
+                match tokio::time::timeout(REQUEST_TIMEOUT, fetch(&pool, edge, target, coding))
+                    .await
+                {
                     Ok(Ok(status)) => {
                         debug!(path = %target.path_and_query, coding, status, "cache warmed")
                     }
@@ -83,31 +92,40 @@ pub(crate) async fn run(state: Arc<EdgeState>, edge: SocketAddr) {
     }
 }
 
-/// One GET of `target` in `coding` through the edge at `edge`, read to its end; its status.
-async fn fetch(edge: SocketAddr, target: &WarmTarget, coding: &str) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect(edge).await?;
+/// One GET of `target` in `coding` through the edge at `edge` (with the upstream client's
+/// pool), read to its end: a fill is stored once its body has been sent whole. Its status.
+async fn fetch(
+    pool: &Rc<Pool>,
+    edge: SocketAddr,
+    target: &WarmTarget,
+    coding: &'static str,
+) -> Result<u16, EdgeError> {
+    let mut head = RequestHead::default();
+    head.method = Method::GET;
+    head.uri = Uri::try_from(target.path_and_query.as_str()).map_err(|_| EdgeError::BadPath)?;
     let host = target.host.clone().unwrap_or_else(|| edge.to_string());
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nAccept-Encoding: {coding}\r\nUser-Agent: gatehouse-cache-warmer\r\nConnection: close\r\n\r\n",
-        target.path_and_query
+    let headers = &mut head.headers;
+    headers.insert(
+        HOST,
+        HeaderValue::from_str(&host).map_err(|_| EdgeError::BadPath)?,
     );
-    stream.write_all(request.as_bytes()).await?;
-    // Read it all: a fill is stored once its body has been sent whole.
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut head = httparse::Response::new(&mut headers);
-    match head.parse(&response) {
-        Ok(_) => head.code.ok_or_else(|| bad("no status")),
-        Err(err) => Err(bad(&err.to_string())),
+    headers.insert(ACCEPT_ENCODING, HeaderValue::from_static(coding));
+    headers.insert(
+        USER_AGENT,
+        HeaderValue::from_static("gatehouse-cache-warmer"),
+    );
+    match pool
+        .send(0, &edge.to_string(), head, Outgoing::empty())
+        .await?
+    {
+        Answer::Response(head, mut body) => {
+            while let Some(chunk) = body.next().await {
+                chunk.map_err(|_| EdgeError::BadResponse)?;
+            }
+            Ok(head.status.as_u16())
+        }
+        Answer::Upgraded(..) => Err(EdgeError::BadResponse),
     }
-}
-
-fn bad(why: &str) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidData,
-        format!("unreadable response: {why}"),
-    )
 }
 
 #[cfg(test)]
