@@ -34,7 +34,7 @@ fn decision(c: &mut Criterion) {
     let plugin = engine
         .load(spec, builtin::find("rate-limit").expect("built in").wasm)
         .expect("loads");
-    let gcra = Gcra::default();
+    let gcra = Gcra::new(262_144);
     let request = Request {
         method: "GET".into(),
         path: "/api/orders".into(),

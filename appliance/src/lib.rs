@@ -7,6 +7,7 @@
 //! | [`edge`] | public listeners, TLS, the request phases, proxying |
 //! | [`upstream`] | upstream groups: servers, health checks, ejection, balancing, pools |
 //! | [`store`] | the embedded state store behind a narrow trait |
+//! | `redis` | the link to Redis that the shared cache tier and shared rate limits use |
 //! | [`monitor`] | health reports (later metrics, trends, alerts) |
 //! | [`telemetry`] | process and access logs |
 //!
@@ -19,8 +20,10 @@ pub mod edge;
 mod file_stamp;
 pub mod monitor;
 pub mod policy;
+mod redis;
 pub mod store;
 pub mod telemetry;
 pub mod upstream;
 
+pub use admin::{RotateError, RotateFailure, rotate_token};
 pub use app::{App, AppError, RunningApp};

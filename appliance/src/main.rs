@@ -38,6 +38,11 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Manage the admin token.
+    AdminToken {
+        #[command(subcommand)]
+        command: AdminTokenCommand,
+    },
     /// Write, build and try policy plugins.
     Policy {
         #[command(subcommand)]
@@ -45,6 +50,17 @@ enum Command {
     },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum AdminTokenCommand {
+    /// Replace the admin token and print the new one; the old one stops working at once. Works
+    /// whether gatehouse runs (through its control socket) or not (in its state store).
+    Rotate {
+        /// TOML config file (for state.dir and admin.token).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -87,6 +103,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(config.as_deref()),
         Command::Check { config } => check(&config),
+        Command::AdminToken {
+            command: AdminTokenCommand::Rotate { config },
+        } => return rotate_admin_token(config.as_deref()),
         Command::Policy { command } => return policy(command),
         Command::Version => {
             println!("gatehouse {}", env!("CARGO_PKG_VERSION"));
@@ -119,6 +138,26 @@ fn check(file: &Path) -> Result<(), AppError> {
     App::new(loaded).check()?;
     println!("{}: ok", file.display());
     Ok(())
+}
+
+fn rotate_admin_token(file: Option<&Path>) -> ExitCode {
+    let loaded = match config::load(file) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprintln!("gatehouse: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match gatehouse::rotate_token(&loaded.config) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("gatehouse admin-token rotate: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn policy(command: PolicyCommand) -> ExitCode {

@@ -220,7 +220,8 @@ async fn readiness_follows_upstream_health() {
     ));
     let http = client(None);
     assert_eq!(
-        http.get(gatehouse.admin_url("/readyz"))
+        gatehouse
+            .admin(reqwest::Method::GET, "/readyz")
             .send()
             .await
             .unwrap()
@@ -232,8 +233,8 @@ async fn readiness_follows_upstream_health() {
         Duration::from_secs(5),
         "readyz turns 503 when no upstream is available",
         || async {
-            let response = http
-                .get(gatehouse.admin_url("/readyz"))
+            let response = gatehouse
+                .admin(reqwest::Method::GET, "/readyz")
                 .send()
                 .await
                 .unwrap();
@@ -270,7 +271,8 @@ async fn readiness_follows_upstream_health() {
     assert_eq!(edge_liveness.text().await.unwrap(), "ok\n");
     a.restart().await;
     eventually(Duration::from_secs(5), "ready again", || async {
-        http.get(gatehouse.admin_url("/readyz"))
+        gatehouse
+            .admin(reqwest::Method::GET, "/readyz")
             .send()
             .await
             .unwrap()

@@ -8,10 +8,10 @@ use gatehouse::store::{SledStore, Store, Tree};
 use serde_json::{Value, json};
 
 use crate::cache::{cached_site, x_cache};
-use crate::support::{Gatehouse, Process, Upstream, client, eventually, free_port, get_json};
+use crate::support::{Gatehouse, Process, Upstream, client, eventually, free_port};
 
 async fn report(gatehouse: &Gatehouse) -> Value {
-    get_json(gatehouse.admin_url("/api/v1/cache")).await
+    gatehouse.admin_json("/api/v1/cache").await
 }
 
 /// Flips the last body byte of the stored entry whose key ends with `suffix` (once the stopped
@@ -227,6 +227,7 @@ async fn a_full_memory_tier_evicts_and_the_process_stays_within_its_bound() {
     }
     let report: Value = http
         .get(format!("http://127.0.0.1:{admin}/api/v1/cache"))
+        .bearer_auth(gatehouse.admin_token().await)
         .send()
         .await
         .unwrap()

@@ -2,18 +2,18 @@
 //! machine's, on 6379) and a real three-node Redis Cluster started for the test; and a
 //! gatehouse whose Redis is down, answering from its local tiers.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::cache::{cached_site, x_cache};
-use crate::support::redis_cluster::RedisCluster;
+use crate::support::redis::{RedisCluster, connected, unique_prefix};
 use crate::support::{Gatehouse, Upstream, client, eventually, free_port, get_json};
 
 /// Purges through `gatehouse`'s admin API; the report.
 async fn purge(gatehouse: &Gatehouse, what: Value) -> Value {
-    client(None)
-        .post(gatehouse.admin_url("/api/v1/cache/purge"))
+    gatehouse
+        .admin(reqwest::Method::POST, "/api/v1/cache/purge")
         .json(&what)
         .send()
         .await
@@ -29,21 +29,6 @@ fn shared_site(upstream: &Upstream, url: &str, prefix: &str) -> String {
         "[redis]\nenabled = true\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n{}",
         cached_site(upstream, "builtin:cache-rules")
     )
-}
-
-fn unique_prefix(name: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("gatehouse-test-{name}-{}-{nanos}:", std::process::id())
-}
-
-async fn connected(gatehouse: &Gatehouse) {
-    eventually(Duration::from_secs(15), "Redis connected", || async {
-        get_json(gatehouse.admin_url("/healthz")).await["checks"]["redis"]["status"] == "ok"
-    })
-    .await;
 }
 
 /// Whether Redis (any node of it, on `port`) holds `key`; `-c` follows cluster redirects.
@@ -135,8 +120,8 @@ async fn with_redis_down_the_cache_answers_from_its_local_tiers_and_says_so() {
     let health = get_json(gatehouse.admin_url("/healthz")).await;
     assert_eq!(health["checks"]["redis"]["status"], "degraded", "{health}");
     assert_eq!(health["checks"]["redis"]["detail"]["connected"], false);
-    let ready = http
-        .get(gatehouse.admin_url("/readyz"))
+    let ready = gatehouse
+        .admin(reqwest::Method::GET, "/readyz")
         .send()
         .await
         .unwrap();

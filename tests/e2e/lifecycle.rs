@@ -244,6 +244,7 @@ async fn runs_on_embedded_defaults() {
     );
     assert_eq!(
         http.get("http://127.0.0.1:9901/readyz")
+            .bearer_auth(process.admin_token().await)
             .send()
             .await
             .unwrap()

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod admin_auth;
 mod balancing;
 mod browser_cache;
 mod cache;
@@ -22,6 +23,7 @@ mod malformed;
 mod policies;
 mod policy_tool;
 mod proxy;
+mod rate_limit_shared;
 mod security_headers;
 mod static_files;
 mod timeouts;

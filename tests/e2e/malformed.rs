@@ -112,6 +112,11 @@ upstream = "app"
 methods = ["GET", "HEAD"]
 reject_encoded_slash = true
 
+[[routes]]
+path = "/text/"
+upstream = "app"
+utf8_only = true
+
 {}"#,
         app_upstream(upstream.addr, "")
     ));
@@ -140,6 +145,10 @@ reject_encoded_slash = true
         (get("/strict/a%2Fb", ""), 400),
         (get("/open/a%2Fb", ""), 200),
         (get("/a/../b", ""), 200),
+        (get("/text/caf%C3%A9?q=%E2%9C%93", ""), 200),
+        (get("/text/%FF", ""), 400),
+        (get("/text/ok?q=%C3", ""), 400),
+        (get("/open/%FF", ""), 200),
         (
             "DELETE /strict/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_string(),
             405,
@@ -159,8 +168,8 @@ reject_encoded_slash = true
     );
     assert_eq!(
         upstream.hits(),
-        2,
-        "only the two well-formed requests went upstream"
+        4,
+        "only the four well-formed requests went upstream"
     );
 }
 
@@ -197,6 +206,31 @@ async fn bodies_over_the_routes_limit_get_413_declared_or_streamed() {
     chunked.extend_from_slice(b"0\r\n\r\n");
     let streamed = post("Transfer-Encoding: chunked\r\n", &chunked).await;
     assert_eq!(status_of(&streamed), 413, "{streamed}");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_sending_its_body_gets_408() {
+    let upstream = Upstream::start("app").await;
+    let gatehouse = Gatehouse::start(&format!(
+        "[edge]\nrequest_body_timeout = \"300ms\"\n\n{}",
+        app_upstream(upstream.addr, "")
+    ));
+    for (framing, part) in [
+        ("Content-Length: 100", &b"0123456789"[..]),
+        ("Transfer-Encoding: chunked", b"5\r\nhello\r\n"),
+    ] {
+        let mut request =
+            format!("POST /digest HTTP/1.1\r\nHost: t\r\n{framing}\r\n\r\n").into_bytes();
+        request.extend_from_slice(part);
+        let answer = send(&gatehouse, &request).await;
+        assert_eq!(status_of(&answer), 408, "{framing}: {answer}");
+    }
+    let complete = send(
+        &gatehouse,
+        b"POST /digest HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+    )
+    .await;
+    assert_eq!(status_of(&complete), 200, "{complete}");
 }
 
 #[tokio::test]

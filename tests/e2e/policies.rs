@@ -246,21 +246,16 @@ async fn a_new_plugin_build_swaps_in_under_load_without_a_failed_request() {
     becomes("default").await;
 
     // The operator rolls back to the build before, under the same load.
-    let admin = client(None);
-    let listed: serde_json::Value = admin
-        .get(gatehouse.admin_url("/api/v1/plugins"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = gatehouse.admin_json("/api/v1/plugins").await;
     assert_eq!(listed[0]["name"], "limits", "{listed}");
     assert!(listed[0]["rollback_to"].is_string(), "{listed}");
     assert!(listed[0]["calls"].as_u64().unwrap() > 0, "{listed}");
     let rollback = |name: &str| {
-        admin
-            .post(gatehouse.admin_url(&format!("/api/v1/plugins/{name}/rollback")))
+        gatehouse
+            .admin(
+                reqwest::Method::POST,
+                &format!("/api/v1/plugins/{name}/rollback"),
+            )
             .send()
     };
     assert_eq!(rollback("limits").await.unwrap().status(), 200);

@@ -1,12 +1,24 @@
 //! The admin listener: health endpoints and the JSON API ([`api`]); the web UI joins it later.
-//! It serves operators, not the public, and listens on loopback by default.
+//! It serves operators, not the public, and listens on loopback by default. Everything but
+//! `/health*` needs the admin token ([`token`]); the control socket ([`control`]) lets the
+//! machine's operator rotate it.
 
 mod api;
+mod control;
+mod token;
 
-pub(crate) use api::ApiToken;
+pub(crate) use control::serve as serve_control;
+pub use control::{RotateFailure, rotate_token};
+pub(crate) use token::AdminAuth;
+pub use token::RotateError;
 
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::http::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::middleware::{Next, from_fn};
 use actix_web::{HttpResponse, web};
+
+use self::token::Refusal;
 
 use crate::edge::liveness;
 use crate::monitor::health::{HealthSources, Status};
@@ -16,8 +28,55 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
         .route("/health", web::get().to(|| async { liveness() }))
         .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .configure(api::configure);
+        .service(
+            web::scope("")
+                .wrap(from_fn(require_token))
+                .route("/readyz", web::get().to(readyz))
+                .configure(api::configure),
+        );
+}
+
+/// Refuses calls without the admin token, and addresses that failed too often.
+async fn require_token(
+    req: ServiceRequest,
+    next: Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let auth = req
+        .app_data::<web::Data<AdminAuth>>()
+        .expect("the admin App has its AdminAuth");
+    let client = req.peer_addr().map(|addr| addr.ip());
+    let authorization = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
+    let refused = match auth.check(client, authorization) {
+        Ok(()) => return Ok(next.call(req).await?.map_into_boxed_body()),
+        Err(Refusal::Unauthorized) => {
+            tracing::warn!(client = ?client, path = req.path(), "admin call without the right token");
+            let mut answer = error(
+                StatusCode::UNAUTHORIZED,
+                "this call needs Authorization: Bearer <admin token>",
+            );
+            answer
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            answer
+        }
+        Err(Refusal::TooManyFailures(wait)) => {
+            let retry = wait.as_millis().div_ceil(1000).max(1) as u64;
+            let mut answer = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("too many failed attempts from this address; retry in {retry} s"),
+            );
+            answer
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry));
+            answer
+        }
+    };
+    Ok(req.into_response(refused))
+}
+
+/// A JSON error answer: `{"error": "..."}`.
+fn error(status: StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({ "error": message }))
 }
 
 /// The full report; 503 when gatehouse cannot serve.

@@ -60,6 +60,9 @@ pub struct Config {
     pub monitoring: MonitoringConfig,
     /// The shared Redis tier for several instances (`HORIZONTAL_SCALING_ENABLED`).
     pub redis: RedisConfig,
+    /// How the rate limits that routes' rate-limit plugins ask for are counted.
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
 }
 
 impl Default for Config {
@@ -89,6 +92,7 @@ impl Default for Config {
             pool: PoolConfig::default(),
             monitoring: MonitoringConfig::default(),
             redis: RedisConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
         }
     }
 }
@@ -112,6 +116,10 @@ pub struct EdgeConfig {
     /// How long a client may take to send a complete request head. Default `"10s"`.
     #[serde(with = "durations")]
     pub request_head_timeout: Duration,
+    /// Longest pause while a client sends a request body; a client silent for longer gets 408
+    /// (nginx's `client_body_timeout`). Default `"60s"`.
+    #[serde(with = "durations")]
+    pub request_body_timeout: Duration,
     /// Longest request target (path and query); longer ones get 414. Default `8192`.
     pub max_uri_length: usize,
     /// Most request header fields; more get 431. At most 96 (actix-http reads no more).
@@ -156,6 +164,7 @@ impl Default for EdgeConfig {
             backlog: 2048,
             keep_alive: Duration::from_secs(75),
             request_head_timeout: Duration::from_secs(10),
+            request_body_timeout: Duration::from_secs(60),
             max_uri_length: 8192,
             max_headers: 64,
             max_header_bytes: ByteSize::kib(16),
@@ -223,9 +232,9 @@ impl Default for RedirectConfig {
 pub struct AdminConfig {
     /// Listen address for the health endpoints and the admin API. Default `"127.0.0.1:9901"`.
     pub listen: SocketAddr,
-    /// When set, every `/api/` call needs `Authorization: Bearer TOKEN` (set it whenever the
-    /// listener is reachable from other hosts; `GATEHOUSE_ADMIN__TOKEN` keeps it out of the
-    /// file). Default: none (the loopback listener is the boundary).
+    /// Every admin call but `/health*` needs `Authorization: Bearer TOKEN`. When set (better:
+    /// `GATEHOUSE_ADMIN__TOKEN`), this is the token; unset, one is generated at the first start,
+    /// printed once and kept hashed in the state store. Default: none (generated).
     pub token: Option<String>,
 }
 
@@ -361,6 +370,10 @@ pub struct RouteConfig {
     /// separators after routing decided. Default `false`.
     #[serde(default)]
     pub reject_encoded_slash: bool,
+    /// Refuse (400) requests whose path or query, percent-decoded, is not UTF-8: for routes
+    /// whose application expects text there. Default `false`.
+    #[serde(default)]
+    pub utf8_only: bool,
     /// Largest request body on this route, replacing `edge.max_body`.
     #[serde(default)]
     pub max_body: Option<ByteSize>,
@@ -394,6 +407,7 @@ impl Default for RouteConfig {
             allow_ips: Vec::new(),
             deny_ips: Vec::new(),
             reject_encoded_slash: false,
+            utf8_only: false,
             cors: None,
             max_body: None,
         }
@@ -664,6 +678,46 @@ impl Default for PoolConfig {
             recycle: Duration::from_secs(300),
         }
     }
+}
+
+/// How rate limits are counted: in memory, or in Redis when `redis.enabled` so that every
+/// instance spends from one quota.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    /// With `redis.enabled`, count in Redis (one atomic script per decision), so that N
+    /// instances share one quota. Default `true`.
+    pub shared: bool,
+    /// What shared limits do while Redis is unreachable: `"open"` counts on each instance alone
+    /// (local limits take over), `"closed"` refuses limited requests with 503. Default `"open"`.
+    pub when_redis_down: WhenRedisDown,
+    /// Add `RateLimit` and `RateLimit-Policy` to allowed responses too (429s always carry
+    /// them). Default `true`.
+    pub headers_on_allowed: bool,
+    /// Keys counted in memory at most; beyond it, the keys nearest to a full bucket are
+    /// forgotten first (forgetting a full bucket changes nothing). Default `262144`.
+    pub max_keys: usize,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            shared: true,
+            when_redis_down: WhenRedisDown::Open,
+            headers_on_allowed: true,
+            max_keys: 262_144,
+        }
+    }
+}
+
+/// What shared rate limits do while Redis is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenRedisDown {
+    /// Each instance counts alone.
+    Open,
+    /// Limited requests are refused with 503.
+    Closed,
 }
 
 /// Monitoring switch.

@@ -176,6 +176,9 @@ impl Config {
                 ),
             ));
         }
+        if self.rate_limits.max_keys == 0 {
+            problems.push(Problem::new("rate_limits.max_keys", "must be at least 1"));
+        }
         if self.state.dir.as_os_str().is_empty() {
             problems.push(Problem::new("state.dir", "must not be empty"));
         }

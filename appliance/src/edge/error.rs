@@ -36,6 +36,9 @@ pub enum EdgeError {
     /// The path has an encoded slash (`%2F`) on a route that refuses them.
     #[error("encoded slashes are not accepted on this route")]
     EncodedSlash,
+    /// The path or query is not UTF-8 on a route that demands it.
+    #[error("the path or query is not valid UTF-8")]
+    NotUtf8,
     /// The request body is larger than the route's `max_body`.
     #[error("the request body is larger than this route accepts")]
     BodyTooLarge,
@@ -48,6 +51,9 @@ pub enum EdgeError {
     /// The client's request body broke off while it was being forwarded.
     #[error("the request body ended before it was complete")]
     ClientBody,
+    /// The client paused longer than `edge.request_body_timeout` while sending its body.
+    #[error("the request body stopped arriving")]
+    ClientBodyTimeout,
     /// No route matches the host and path.
     #[error("no route for this host and path")]
     NoRoute,
@@ -77,7 +83,9 @@ impl EdgeError {
             | Self::ClientBody
             | Self::BadPath
             | Self::PathEscapesRoot
-            | Self::EncodedSlash => StatusCode::BAD_REQUEST,
+            | Self::EncodedSlash
+            | Self::NotUtf8 => StatusCode::BAD_REQUEST,
+            Self::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::AddressRefused => StatusCode::FORBIDDEN,
             Self::UnknownHost => StatusCode::MISDIRECTED_REQUEST,
@@ -99,10 +107,12 @@ impl EdgeError {
             | Self::BadPath
             | Self::PathEscapesRoot
             | Self::EncodedSlash
+            | Self::NotUtf8
             | Self::AddressRefused
             | Self::UnknownHost
             | Self::BodyTooLarge
             | Self::ClientBody
+            | Self::ClientBodyTimeout
             | Self::NoRoute => Source::Downstream,
             _ => Source::Upstream,
         }

@@ -4,7 +4,7 @@
 //!
 //! | # | phase | module | what it does (default) |
 //! |---|-------|--------|------------------------|
-//! | 1 | validate | [`validate`] | refuses what must not reach routing: a foreign absolute-form target (400), a target or header section over the limits (414, 431), a malformed path or one climbing above the root (400); actix-http already refused malformed heads (400), oversized heads (431) and smuggling attempts (400). After routing: methods the route refuses (405), encoded slashes where refused (400), CORS preflights (answered) |
+//! | 1 | validate | [`validate`] | refuses what must not reach routing: a foreign absolute-form target (400), a target or header section over the limits (414, 431), a malformed path or one climbing above the root (400); actix-http already refused malformed heads (400), oversized heads (431) and smuggling attempts (400). After routing: addresses the route refuses (403), encoded slashes or paths and queries that are not UTF-8 where refused (400), declared bodies over the route's limit (413), methods the route refuses (405), CORS preflights (answered). Streamed bodies are counted (413) and timed (408) as they go upstream |
 //! | 2 | route | [`router`] | host, then longest path prefix; no match is 404 |
 //! | 3 | rate limit | [`ratelimit`] | the route's rate-limit plugin decides the key and quota, GCRA counts; over the quota is 429 (no plugin: nothing) |
 //! | 4 | cache | [`cache`] | the route's cache-rules plugin decides the key; a fresh entry answers; a miss goes on, coalesced, and its response may be stored (no plugin: nothing) |
@@ -35,7 +35,7 @@ pub mod request_id;
 pub mod router;
 pub mod security_headers;
 pub mod tls;
-pub(crate) mod validate;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,6 +45,7 @@ use actix_web::dev::Extensions;
 use actix_web::http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 use arc_swap::ArcSwap;
+use tracing::error;
 
 use self::cache::{CacheSettings, CacheStatus, Fill, Lookup, ResponseCache, Settled};
 use self::client_ip::Networks;
@@ -53,13 +54,13 @@ use self::connections::{Caps, ConnectionSlot, Connections};
 use self::error::EdgeError;
 use self::finish::{ActiveRequests, RequestNotes};
 use self::proxy::{UpstreamBody, UpstreamOutcome, X_REQUEST_ID};
-use self::ratelimit::Outcome;
-use self::ratelimit::gcra::Gcra;
+use self::ratelimit::{LimitSettings, Limiter, Outcome};
 use self::request_id::RequestIds;
 use self::router::{Backend, HostPattern, Router};
 use self::validate::RequestLimits;
 use crate::config::{AccessLogFormat, Config};
 use crate::policy::Plugins;
+use crate::redis::RedisLink;
 use crate::store::Store;
 use crate::upstream::{UpstreamGroup, build_groups};
 
@@ -70,7 +71,7 @@ pub struct EdgeState {
     ids: RequestIds,
     active: Arc<ActiveRequests>,
     /// Rate-limit counts, kept across reloads.
-    gcra: Gcra,
+    limiter: Limiter,
     /// Stored responses, kept across reloads.
     cache: ResponseCache,
     /// Open client connections.
@@ -95,6 +96,8 @@ pub struct EdgeRuntime {
     pub compression: CompressionSettings,
     /// Limits on request targets and header sections.
     limits: RequestLimits,
+    /// How the rate-limit phase answers.
+    rate_limits: LimitSettings,
     /// Host names answered for; empty for any.
     allowed_hosts: Vec<HostPattern>,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -128,6 +131,7 @@ impl EdgeRuntime {
             cache: CacheSettings::new(&config.cache),
             compression: CompressionSettings::new(&config.compression),
             limits: RequestLimits::new(&config.edge),
+            rate_limits: LimitSettings::new(&config.rate_limits),
             allowed_hosts: config
                 .edge
                 .allowed_hosts
@@ -153,14 +157,33 @@ impl EdgeState {
         instance: u64,
         store: Option<Arc<dyn Store>>,
     ) -> Self {
+        let redis = config
+            .redis
+            .enabled
+            .then(|| RedisLink::start(&config.redis))
+            .and_then(|started| {
+                started
+                    .map_err(|err| error!(error = %err, "Redis cannot be used; cache and limits stay local"))
+                    .ok()
+            })
+            .map(Arc::new);
         Self {
             runtime: ArcSwap::from_pointee(EdgeRuntime::build(config, plugins, None).0),
             ids: RequestIds::new(instance),
             active: Arc::default(),
-            gcra: Gcra::default(),
-            cache: ResponseCache::new(&config.cache, store, &config.redis),
+            limiter: Limiter::new(&config.rate_limits, redis.clone()),
+            cache: ResponseCache::new(&config.cache, store, redis),
             connections: Arc::default(),
         }
+    }
+
+    /// Whether Redis is in use, and everything that uses it reaches it now.
+    pub fn redis_status(&self) -> Option<bool> {
+        let statuses = [self.cache.shared_status(), self.limiter.shared_status()];
+        statuses
+            .into_iter()
+            .flatten()
+            .reduce(|all, connected| all && connected)
     }
 
     /// Counts a connection just accepted (`connection` is actix's stream) in its extensions.
@@ -215,10 +238,7 @@ pub(crate) async fn handle(
         return connections::busy().map_body(|_, body| UpstreamBody::right(body));
     }
     let runtime = state.runtime();
-    let checked = validate::check_target(&req)
-        .and_then(|()| runtime.limits.check(&req))
-        .and_then(|()| validate::check_path(req.path()));
-    let path = match checked {
+    let path = match validate::check_request(&req, &runtime.limits) {
         Ok(path) => path,
         Err(err) => return refuse(err),
     };
@@ -253,7 +273,8 @@ pub(crate) async fn handle(
         .then(|| plugin_call::request(&req, client_ip, host, &route.name));
     let mut limit_fields = None;
     if let (Some(plugin), Some(request)) = (&route.rate_limit, &plugin_request) {
-        match ratelimit::apply(plugin, &state.gcra, &req, request) {
+        let settings = runtime.rate_limits;
+        match ratelimit::apply(plugin, &state.limiter, settings, &req, request).await {
             Outcome::Continue(fields) => limit_fields = fields,
             Outcome::Answer(answer) => {
                 let answer = answer.map_body(|_, body| UpstreamBody::right(body));

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::Method;
 use actix_web::http::header::HeaderValue;
@@ -45,10 +46,14 @@ pub struct Route {
     allow: Option<HeaderValue>,
     /// Whether paths with encoded slashes are refused.
     pub reject_encoded_slash: bool,
+    /// Whether paths and queries must decode to UTF-8.
+    pub utf8_only: bool,
     /// Which clients may use it.
     pub ip_rules: IpRules,
     /// Largest request body, in bytes.
     pub max_body: u64,
+    /// Longest pause while the client sends its body.
+    pub body_timeout: Duration,
 }
 
 /// What answers a route's requests.
@@ -108,6 +113,7 @@ impl Router {
                     &global.security_headers,
                 ),
                 max_body: config.max_body.unwrap_or(global.edge.max_body).as_u64(),
+                body_timeout: global.edge.request_body_timeout,
                 cors: config.cors.as_ref().map(Cors::new),
                 methods: config
                     .methods
@@ -120,6 +126,7 @@ impl Router {
                     })
                     .flatten(),
                 reject_encoded_slash: config.reject_encoded_slash,
+                utf8_only: config.utf8_only,
                 ip_rules: IpRules::new(&config.allow_ips, &config.deny_ips),
             })
             .collect();

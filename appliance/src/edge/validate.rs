@@ -7,8 +7,11 @@
 
 use std::net::IpAddr;
 
+use actix_web::http::Uri;
 use actix_web::http::header::{ALLOW, HOST, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
+
+use percent_encoding::percent_decode_str;
 
 use super::error::EdgeError;
 use super::proxy::headers::content_length;
@@ -17,7 +20,7 @@ use crate::config::EdgeConfig;
 
 /// The request limits of `[edge]`.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RequestLimits {
+pub struct RequestLimits {
     max_uri_length: usize,
     max_headers: usize,
     max_header_bytes: usize,
@@ -25,14 +28,14 @@ pub(crate) struct RequestLimits {
 
 /// What the path check learnt, for the route's own rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PathFacts {
+pub struct PathFacts {
     /// The path has an encoded slash (`%2F`).
-    pub(crate) encoded_slash: bool,
+    pub encoded_slash: bool,
 }
 
 impl RequestLimits {
     /// The limits in `config`.
-    pub(crate) fn new(config: &EdgeConfig) -> Self {
+    pub fn new(config: &EdgeConfig) -> Self {
         Self {
             max_uri_length: config.max_uri_length,
             max_headers: config.max_headers,
@@ -41,7 +44,7 @@ impl RequestLimits {
     }
 
     /// Refuses a target or a header section over the limits.
-    pub(crate) fn check(&self, req: &HttpRequest) -> Result<(), EdgeError> {
+    fn check(&self, req: &HttpRequest) -> Result<(), EdgeError> {
         let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
         if target > self.max_uri_length {
             return Err(EdgeError::UriTooLong);
@@ -61,8 +64,16 @@ impl RequestLimits {
     }
 }
 
+/// The checks every request passes before routing, in order: its target against its `Host`,
+/// the `limits`, its path. What the path check learnt, for the route's own rules.
+pub fn check_request(req: &HttpRequest, limits: &RequestLimits) -> Result<PathFacts, EdgeError> {
+    check_target(req)?;
+    limits.check(req)?;
+    check_path(req.path())
+}
+
 /// What the matched `route` refuses of `req` (from `client_ip`, with `path` as checked): its
-/// address (403), an encoded slash (400), a declared body over its limit (413), its method
+/// address (403), an encoded slash or text that is not UTF-8 (400), a declared body over its limit (413), its method
 /// (405 with `Allow`).
 pub(crate) fn route_refusal(
     route: &Route,
@@ -74,6 +85,8 @@ pub(crate) fn route_refusal(
         EdgeError::AddressRefused
     } else if path.encoded_slash && route.reject_encoded_slash {
         EdgeError::EncodedSlash
+    } else if route.utf8_only && !decodes_to_utf8(req.uri()) {
+        EdgeError::NotUtf8
     } else if content_length(req.headers()).is_some_and(|length| length > route.max_body) {
         EdgeError::BodyTooLarge
     } else {
@@ -90,7 +103,7 @@ pub(crate) fn route_refusal(
 /// Checks `path` (as received, percent-encoded): every `%` starts a valid escape, nothing
 /// decodes to NUL, and dot-segments (plain or encoded) never climb above the root. It runs on
 /// every request, so it decodes on the fly without allocating.
-pub(crate) fn check_path(path: &str) -> Result<PathFacts, EdgeError> {
+fn check_path(path: &str) -> Result<PathFacts, EdgeError> {
     let mut depth: usize = 0;
     let mut encoded_slash = false;
     for segment in path.split('/').skip(1) {
@@ -123,6 +136,12 @@ pub(crate) fn check_path(path: &str) -> Result<PathFacts, EdgeError> {
     Ok(PathFacts { encoded_slash })
 }
 
+/// Whether the path and the query of `uri`, percent-decoded, are UTF-8.
+fn decodes_to_utf8(uri: &Uri) -> bool {
+    let utf8 = |part: &str| percent_decode_str(part).decode_utf8().is_ok();
+    utf8(uri.path()) && uri.query().is_none_or(utf8)
+}
+
 /// The value of one hex digit.
 fn hex(digit: u8) -> Option<u8> {
     (digit as char).to_digit(16).map(|value| value as u8)
@@ -132,7 +151,7 @@ fn hex(digit: u8) -> Option<u8> {
 /// absolute-form target (`GET http://other/ HTTP/1.1`), or HTTP/2's `:authority` (RFC 9113
 /// §8.3.1). Routing and the upstream must see one host, never a target smuggled past a
 /// host-based rule.
-pub(crate) fn check_target(req: &HttpRequest) -> Result<(), EdgeError> {
+fn check_target(req: &HttpRequest) -> Result<(), EdgeError> {
     let (Some(target), Some(host)) = (req.uri().authority(), req.headers().get(HOST)) else {
         return Ok(());
     };

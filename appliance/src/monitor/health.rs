@@ -107,7 +107,8 @@ pub struct Readiness {
 }
 
 /// Why the shared tier's check is not ok.
-const REDIS_DOWN: &str = "Redis is unreachable: the cache answers from its local tiers only";
+const REDIS_DOWN: &str = "Redis is unreachable: the cache answers from its local tiers only, \
+     and shared rate limits do as rate_limits.when_redis_down says";
 
 /// The certificate being served.
 #[derive(Debug, Serialize)]
@@ -150,7 +151,7 @@ impl HealthSources {
             error: None,
             detail: self.addrs.clone(),
         };
-        let redis = self.edge.cache().shared_status().map(|connected| Check {
+        let redis = self.edge.redis_status().map(|connected| Check {
             status: if connected {
                 Status::Ok
             } else {
@@ -196,7 +197,7 @@ impl HealthSources {
             reasons.push("no upstream server is available".to_string());
         }
         let mut degraded = Vec::new();
-        if self.edge.cache().shared_status() == Some(false) {
+        if self.edge.redis_status() == Some(false) {
             degraded.push(REDIS_DOWN.to_string());
         }
         Readiness {

@@ -114,6 +114,9 @@ impl Pool {
             while let Some(chunk) = chunks.next().await {
                 let chunk = chunk.map_err(|err| match err {
                     PayloadError::Overflow => EdgeError::BodyTooLarge,
+                    PayloadError::Io(err) if err.kind() == std::io::ErrorKind::TimedOut => {
+                        EdgeError::ClientBodyTimeout
+                    }
                     _ => EdgeError::ClientBody,
                 })?;
                 conn.send(Message::Chunk(Some(chunk)))

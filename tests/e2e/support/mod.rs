@@ -1,7 +1,7 @@
 //! Test harness: start the real App from TOML (in-process, port 0) or the real binary, real
 //! upstream servers, a test CA, and small clients.
 
-pub mod redis_cluster;
+pub mod redis;
 pub mod upstream;
 
 use std::future::Future;
@@ -40,6 +40,8 @@ where
 /// A gatehouse started in-process from a TOML config file written to a temp dir.
 pub struct Gatehouse {
     app: Option<RunningApp>,
+    /// The admin token generated at first start (none when the config sets one).
+    admin_token: Option<String>,
     /// The config file (tests rewrite it to test reloads).
     pub config_path: PathBuf,
     /// Holds the config file and the state dir.
@@ -61,6 +63,7 @@ impl Gatehouse {
         let loaded = load_from(Some(&config_path), Vec::new())?;
         let app = App::new(loaded).start()?;
         Ok(Self {
+            admin_token: app.new_admin_token().map(String::from),
             app: Some(app),
             config_path,
             dir,
@@ -94,6 +97,26 @@ impl Gatehouse {
     /// `http://` URL on the admin listener.
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.app().addrs().admin)
+    }
+
+    /// The admin token generated when this gatehouse first started.
+    pub fn admin_token(&self) -> &str {
+        self.admin_token
+            .as_deref()
+            .expect("a generated admin token")
+    }
+
+    /// A `method` request to `path` on the admin listener, with the generated admin token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        client(None)
+            .request(method, self.admin_url(path))
+            .bearer_auth(self.admin_token())
+    }
+
+    /// The JSON document at `path` on the admin listener, fetched with the admin token.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        let response = self.admin(reqwest::Method::GET, path).send().await.unwrap();
+        response.json().await.unwrap()
     }
 
     /// Rewrites the config file (with test defaults, keeping ports as bound) and reloads.
@@ -377,6 +400,17 @@ impl Process {
             let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
         }
         status.unwrap().code()
+    }
+
+    /// The admin token the process printed at its first start.
+    pub async fn admin_token(&self) -> String {
+        self.wait_for_log("gatehouse admin token").await;
+        let lines = self.stderr.lock().unwrap();
+        lines
+            .iter()
+            .find_map(|line| line.trim().strip_prefix("gh_"))
+            .map(|token| format!("gh_{token}"))
+            .expect("the token on a line of its own")
     }
 
     /// Everything written to stderr so far.

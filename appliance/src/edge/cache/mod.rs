@@ -59,9 +59,10 @@ use super::compress::{self, Coding, CompressionSettings};
 use super::error::EdgeError;
 use super::plugin_call;
 use super::proxy::{Capture, UpstreamBody};
-use crate::config::{CacheConfig, RedisConfig};
+use crate::config::CacheConfig;
 use crate::policy::cache_types::{RequestRule, Response, ResponseRule, Store};
 use crate::policy::{Plugin, PluginVersion, Request};
+use crate::redis::RedisLink;
 use crate::store::Store as StateStore;
 
 /// The stored responses, kept across reloads.
@@ -139,11 +140,11 @@ pub(crate) enum Settled {
 impl ResponseCache {
     /// An empty memory tier bounded as `config` says, in front of the persistent tier in
     /// `store` (when given and `cache.disk` is not zero), in front of the shared tier in Redis
-    /// (when `redis` is enabled).
-    pub fn new(
+    /// (when a `redis` link is given).
+    pub(crate) fn new(
         config: &CacheConfig,
         store: Option<Arc<dyn StateStore>>,
-        redis: &RedisConfig,
+        redis: Option<Arc<RedisLink>>,
     ) -> Self {
         let memory = moka::sync::Cache::builder()
             .max_capacity(config.memory.as_u64())
@@ -162,10 +163,8 @@ impl ResponseCache {
             shared: None,
         };
         let shared = redis
-            .enabled
-            .then(|| SharedTier::start(redis, local.clone()))
-            .and_then(|started| {
-                started
+            .and_then(|link| {
+                SharedTier::start(link, local.clone())
                     .map_err(|err| error!(error = %err, "the shared cache tier cannot start; local tiers only"))
                     .ok()
             })

@@ -8,9 +8,6 @@
 //!   or absent Redis is a miss, never an error. Writes run in the background.
 //! - A purge deletes from Redis and is published on `PREFIXcache:purge`; every instance (this
 //!   one too) drops the same entries from its local tiers.
-//!
-//! The client runs on a thread of its own, so nothing else on a gatehouse thread (a reload
-//! compiling plugins, say) can delay Redis traffic.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,135 +16,110 @@ use std::time::Duration;
 use bytes::Bytes;
 use fred::clients::SubscriberClient;
 use fred::prelude::{
-    Builder, Client, ClientLike, Config, Error, ErrorKind, EventInterface, KeysInterface, Options,
-    PubsubInterface, ReconnectPolicy, SetsInterface,
+    ClientLike, Error, ErrorKind, EventInterface, KeysInterface, PubsubInterface, SetsInterface,
 };
 use fred::types::scan::Scanner;
 use fred::types::{Expiration, ExpireOptions};
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::sync::broadcast::error::RecvError;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::Tiers;
 use super::entry::{Entry, now_ms};
 use super::persist::{self, Corrupt};
 use super::purge::Purge;
-use crate::config::RedisConfig;
+use crate::redis::RedisLink;
 
 /// Longest a purge may take in Redis (a prefix purge scans every node).
 const PURGE_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The shared tier's clients. Dropping it disconnects them and ends their thread.
+/// The shared tier. Dropping it ends its subscription.
 pub(crate) struct SharedTier {
-    client: Client,
+    link: Arc<RedisLink>,
     /// Whether purges from other instances reach this one (the subscription is up).
     subscribed: Arc<AtomicBool>,
     keys: KeySpace,
-    /// For the request path: fail at once when disconnected, wait at most `redis.timeout`.
-    fast: Options,
-    runtime: tokio::runtime::Handle,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Names in Redis.
 struct KeySpace {
-    prefix: String,
+    entry: String,
+    tag: String,
+    host: String,
+    channel: String,
 }
 
 impl KeySpace {
+    fn new(link: &RedisLink) -> Self {
+        Self {
+            entry: link.key("cache:e:"),
+            tag: link.key("cache:t:"),
+            host: link.key("cache:h:"),
+            channel: link.key("cache:purge"),
+        }
+    }
+
     fn entry(&self, key: &str) -> String {
-        format!("{}cache:e:{key}", self.prefix)
+        format!("{}{key}", self.entry)
     }
 
     fn tag(&self, tag: &str) -> String {
-        format!("{}cache:t:{tag}", self.prefix)
+        format!("{}{tag}", self.tag)
     }
 
     fn host(&self, host: &str) -> String {
-        format!("{}cache:h:{}", self.prefix, host.to_ascii_lowercase())
-    }
-
-    fn channel(&self) -> String {
-        format!("{}cache:purge", self.prefix)
+        format!("{}{}", self.host, host.to_ascii_lowercase())
     }
 }
 
 impl SharedTier {
-    /// Connects (in the background, retrying for as long as it takes) to the Redis that
-    /// `config` names; purges published by any instance are applied to `local`.
-    pub(crate) fn start(config: &RedisConfig, local: Tiers) -> Result<Self, Error> {
-        let mut builder = Builder::from_config(Config::from_url(&config.url)?);
-        builder
-            // Keep trying to connect at start instead of failing: gatehouse serves without Redis.
-            .with_config(|c| c.fail_fast = false)
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(2);
-                c.max_command_attempts = 2;
-            })
-            .with_performance_config(|c| c.default_command_timeout = Duration::from_secs(5))
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2));
-        let client = builder.build()?;
-        let subscriber = builder.build_subscriber_client()?;
-        let keys = KeySpace {
-            prefix: config.key_prefix.clone(),
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|err| Error::new(ErrorKind::IO, err.to_string()))?;
-        let handle = runtime.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let (connecting, channel, url) = (client.clone(), keys.channel(), config.url.clone());
+    /// The tier in the Redis behind `link`; purges published by any instance are applied to
+    /// `local`.
+    pub(crate) fn start(link: Arc<RedisLink>, local: Tiers) -> Result<Self, Error> {
+        let subscriber = link.subscriber()?;
+        let keys = KeySpace::new(&link);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let channel = keys.channel.clone();
         let subscribed = Arc::new(AtomicBool::new(false));
         let listening = Arc::clone(&subscribed);
-        std::thread::Builder::new()
-            .name("gatehouse-redis".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let _connection = connecting.connect();
-                    let _subscription = subscriber.connect();
-                    tokio::select! {
-                        _ = stopped => {}
-                        _ = apply_purges(&subscriber, &channel, &local, &listening) => {}
-                    }
-                    let _ = subscriber.quit().await;
-                    let _ = connecting.quit().await;
-                });
-            })
-            .map_err(|err| Error::new(ErrorKind::IO, err.to_string()))?;
-        info!(url = %redacted(&url), "shared cache tier: connecting to Redis");
+        link.spawn(async move {
+            let _subscription = subscriber.connect();
+            tokio::select! {
+                _ = stopped => {}
+                _ = apply_purges(&subscriber, &channel, &local, &listening) => {}
+            }
+            let _ = subscriber.quit().await;
+        });
         Ok(Self {
-            client,
+            link,
             subscribed,
             keys,
-            fast: Options {
-                fail_fast: true,
-                timeout: Some(config.timeout),
-                max_attempts: Some(1),
-                ..Options::default()
-            },
-            runtime: handle,
             _stop: stop,
         })
     }
 
     /// Whether Redis is reachable now and purges from other instances reach this one.
     pub(crate) fn is_connected(&self) -> bool {
-        self.client.is_connected() && self.subscribed.load(Ordering::Relaxed)
+        self.link.is_connected() && self.subscribed.load(Ordering::Relaxed)
     }
 
     /// The entry under `key`; `None` when absent, or when Redis is slow or unreachable.
     pub(crate) async fn get(&self, key: &str) -> Option<Result<Entry, Corrupt>> {
         let redis_key = self.keys.entry(key);
-        let value: Result<Option<Bytes>, Error> =
-            self.client.with_options(&self.fast).get(&redis_key).await;
+        let value: Result<Option<Bytes>, Error> = self
+            .link
+            .client()
+            .with_options(self.link.fast())
+            .get(&redis_key)
+            .await;
         match value {
             Ok(value) => {
                 let decoded = persist::decode(&value?);
                 if let Err(corrupt) = &decoded {
                     warn!(key, error = %corrupt, "dropping a corrupt shared cache entry");
-                    let client = self.client.clone();
-                    self.runtime.spawn(async move {
+                    let client = self.link.client().clone();
+                    self.link.spawn(async move {
                         let _: Result<i64, Error> = client.del(redis_key).await;
                     });
                 }
@@ -166,12 +138,12 @@ impl SharedTier {
         if keep == 0 {
             return;
         }
-        let client = self.client.clone();
+        let client = self.link.client().clone();
         let redis_key = self.keys.entry(key);
         let mut sets: Vec<String> = entry.fresh.tags.iter().map(|t| self.keys.tag(t)).collect();
         sets.push(self.keys.host(&entry.host));
         let member = key.to_string();
-        self.runtime.spawn(async move {
+        self.link.spawn(async move {
             let value = Bytes::from(persist::encode(&entry));
             let expire = Some(Expiration::PX(keep as i64));
             let stored: Result<(), Error> =
@@ -201,7 +173,7 @@ impl SharedTier {
     /// local tiers. Returns the keys deleted from Redis.
     pub(crate) async fn purge(&self, purge: &Purge) -> Result<Vec<String>, Error> {
         // Commands would wait for a reconnection; an operator wants to hear now.
-        if !self.client.is_connected() {
+        if !self.link.client().is_connected() {
             return Err(Error::new(ErrorKind::Canceled, "Redis is unreachable"));
         }
         tokio::time::timeout(PURGE_DEADLINE, self.purge_connected(purge))
@@ -219,37 +191,47 @@ impl SharedTier {
         let mut gone = Vec::new();
         // One key at a time: in a cluster the keys live in different slots.
         for key in keys {
-            let deleted: i64 = self.client.del(self.keys.entry(&key)).await?;
+            let deleted: i64 = self.link.client().del(self.keys.entry(&key)).await?;
             if deleted > 0 {
                 gone.push(key);
             }
         }
         if let Some(set) = set {
-            let _: i64 = self.client.del(set).await?;
+            let _: i64 = self.link.client().del(set).await?;
         }
         let message = serde_json::to_string(purge).expect("a purge serialises");
-        let _: i64 = self.client.publish(self.keys.channel(), message).await?;
+        let _: i64 = self
+            .link
+            .client()
+            .publish(&self.keys.channel, message)
+            .await?;
         Ok(gone)
     }
 
     async fn members(&self, set: String) -> Result<(Vec<String>, Option<String>), Error> {
-        let members: Vec<String> = self.client.smembers(&set).await?;
+        let members: Vec<String> = self.link.client().smembers(&set).await?;
         Ok((members, Some(set)))
     }
 
     /// Cache keys starting with `prefix`, from every node.
     async fn scan(&self, prefix: &str) -> Result<Vec<String>, Error> {
-        let stored_prefix = self.keys.entry("");
+        let stored_prefix = &self.keys.entry;
         let pattern = format!("{}*", glob_escape(&self.keys.entry(prefix)));
-        let mut pages = if self.client.is_clustered() {
-            self.client.scan_cluster(pattern, Some(500), None).boxed()
+        let mut pages = if self.link.client().is_clustered() {
+            self.link
+                .client()
+                .scan_cluster(pattern, Some(500), None)
+                .boxed()
         } else {
-            self.client.scan(pattern, Some(500), None).boxed()
+            self.link.client().scan(pattern, Some(500), None).boxed()
         };
         let mut keys = Vec::new();
         while let Some(mut page) = pages.try_next().await? {
             for key in page.take_results().unwrap_or_default() {
-                if let Some(key) = key.as_str().and_then(|k| k.strip_prefix(&stored_prefix)) {
+                if let Some(key) = key
+                    .as_str()
+                    .and_then(|k| k.strip_prefix(stored_prefix.as_str()))
+                {
                     keys.push(key.to_string());
                 }
             }
@@ -332,27 +314,12 @@ fn glob_escape(text: &str) -> String {
     escaped
 }
 
-/// `url` without its password, for logs.
-fn redacted(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***{}", &url[..scheme], &url[at..])
-        }
-        _ => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn globs_are_escaped_and_passwords_hidden() {
+    fn globs_are_escaped() {
         assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
-        assert_eq!(
-            redacted("redis://user:secret@db:6379/0"),
-            "redis://***@db:6379/0"
-        );
-        assert_eq!(redacted("redis://db:6379"), "redis://db:6379");
     }
 }

@@ -99,7 +99,7 @@ pub(crate) async fn forward(
     let (mut body, mut tunnel) = if upgrade {
         (Some(RequestBody::Empty), Some(payload))
     } else {
-        (Some(classify_body(req, payload, route.max_body)), None)
+        (Some(classify_body(req, payload, route)), None)
     };
     let retryable =
         !upgrade && is_idempotent(req.method()) && matches!(body, Some(RequestBody::Empty));
@@ -191,15 +191,17 @@ fn record<T>(peer: &Peer, result: &Result<T, EdgeError>, config: &UpstreamConfig
 }
 
 /// Sorts the request body into what can be replayed and what must stream once.
-fn classify_body(req: &HttpRequest, mut payload: web::Payload, max_body: u64) -> RequestBody {
+fn classify_body(req: &HttpRequest, mut payload: web::Payload, route: &Route) -> RequestBody {
     let headers = req.headers();
+    let limited = |body| client_body(body, route.max_body, route.body_timeout);
     if headers.contains_key(TRANSFER_ENCODING) {
-        return RequestBody::Streamed(BodySize::Stream, at_most(payload, max_body));
+        return RequestBody::Streamed(BodySize::Stream, limited(payload.boxed_local()));
     }
     if let Some(length) = content_length(headers) {
+        // The length was checked against max_body, and actix reads no more than it says.
         return match length {
             0 => RequestBody::Empty,
-            n => RequestBody::Streamed(BodySize::Sized(n), payload.boxed_local()),
+            n => RequestBody::Streamed(BodySize::Sized(n), limited(payload.boxed_local())),
         };
     }
     // No framing headers: HTTP/1.1 has no body then, but an HTTP/2 request may still carry DATA
@@ -208,26 +210,33 @@ fn classify_body(req: &HttpRequest, mut payload: web::Payload, max_body: u64) ->
         Some(None) => RequestBody::Empty,
         Some(Some(first)) => RequestBody::Streamed(
             BodySize::Stream,
-            at_most(stream::iter([first]).chain(payload), max_body),
+            limited(stream::iter([first]).chain(payload).boxed_local()),
         ),
-        None => RequestBody::Streamed(BodySize::Stream, at_most(payload, max_body)),
+        None => RequestBody::Streamed(BodySize::Stream, limited(payload.boxed_local())),
     }
 }
 
-/// `body`, counted as it streams: past `max_body` bytes it ends with `Overflow` (the request
-/// fails with 413, and the upstream connection, mid-body, is not reused).
-fn at_most(
-    body: impl futures_util::Stream<Item = Result<Bytes, PayloadError>> + 'static,
+/// `body`, counted and timed as it streams: past `max_body` bytes it ends with `Overflow`
+/// (413), and after a pause longer than `idle` with a timed-out `Io` error (408). Either way
+/// the upstream connection, mid-body, is not reused.
+fn client_body(
+    body: LocalBoxStream<'static, Result<Bytes, PayloadError>>,
     max_body: u64,
+    idle: Duration,
 ) -> LocalBoxStream<'static, Result<Bytes, PayloadError>> {
-    let mut seen: u64 = 0;
-    body.map(move |chunk| {
-        let chunk = chunk?;
-        seen += chunk.len() as u64;
-        if seen > max_body {
-            return Err(PayloadError::Overflow);
-        }
-        Ok(chunk)
+    stream::unfold((body, 0u64), move |(mut body, mut seen)| async move {
+        let chunk = match tokio::time::timeout(idle, body.next()).await {
+            Err(_) => Err(PayloadError::Io(std::io::ErrorKind::TimedOut.into())),
+            Ok(None) => return None,
+            Ok(Some(chunk)) => chunk.and_then(|chunk| {
+                seen += chunk.len() as u64;
+                if seen > max_body {
+                    return Err(PayloadError::Overflow);
+                }
+                Ok(chunk)
+            }),
+        };
+        Some((chunk, (body, seen)))
     })
     .boxed_local()
 }

@@ -2,9 +2,17 @@
 //! and how much is allowed; this phase counts (GCRA) and answers. Allowed responses carry the
 //! `RateLimit` and `RateLimit-Policy` fields (draft-ietf-httpapi-ratelimit-headers-11); refused
 //! ones are `429 Too Many Requests` with `Retry-After` too.
+//!
+//! Counts live in this process ([`gcra`]), or in Redis when `redis.enabled` ([`shared`]) so
+//! that every instance spends from one quota. While Redis is unreachable,
+//! `rate_limits.when_redis_down` decides: count in this process alone (open), or refuse with 503
+//! (closed).
 
 pub mod gcra;
+mod shared;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::body::BoxBody;
@@ -12,10 +20,15 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse};
 
-use self::gcra::{Gcra, Quota};
+use tracing::{info, warn};
+
+use self::gcra::{Gcra, Quota, Verdict};
+use self::shared::SharedLimits;
 use super::plugin_call::{self, plain};
+use crate::config::{RateLimitsConfig, WhenRedisDown};
 use crate::policy::rate_limit_types::{Decision, Deny, Limit};
 use crate::policy::{Plugin, Request};
+use crate::redis::RedisLink;
 use crate::upstream::clock_ms;
 
 static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -29,12 +42,109 @@ pub(crate) enum Outcome {
     Answer(HttpResponse<BoxBody>),
 }
 
+/// Where counts are kept; lives across reloads.
+pub(crate) struct Limiter {
+    local: Gcra,
+    shared: Option<SharedLimits>,
+    /// Whether the last shared decision failed, to log each change once.
+    redis_failing: AtomicBool,
+}
+
+/// How the phase behaves, per config generation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LimitSettings {
+    headers_on_allowed: bool,
+    when_redis_down: WhenRedisDown,
+}
+
+impl LimitSettings {
+    pub(crate) fn new(config: &RateLimitsConfig) -> Self {
+        Self {
+            headers_on_allowed: config.headers_on_allowed,
+            when_redis_down: config.when_redis_down,
+        }
+    }
+}
+
+impl Limiter {
+    /// Counts as `config` says; in Redis through `redis` when given and `rate_limits.shared`.
+    pub(crate) fn new(config: &RateLimitsConfig, redis: Option<Arc<RedisLink>>) -> Self {
+        Self {
+            local: Gcra::new(config.max_keys),
+            shared: redis.filter(|_| config.shared).map(SharedLimits::new),
+            redis_failing: AtomicBool::new(false),
+        }
+    }
+
+    /// Whether limits are shared through Redis, and Redis is reachable now.
+    pub(crate) fn shared_status(&self) -> Option<bool> {
+        self.shared.as_ref().map(SharedLimits::is_connected)
+    }
+
+    /// Spends `quota` of `key` within `scope`; `None` when it cannot be counted and the
+    /// settings say to refuse then.
+    async fn spend(
+        &self,
+        scope: &str,
+        key: &str,
+        quota: Quota,
+        when_redis_down: WhenRedisDown,
+    ) -> Option<Verdict> {
+        if let Some(shared) = &self.shared {
+            let spent = shared.spend(scope, key, quota).await;
+            self.note_redis(spent.as_ref().err(), when_redis_down);
+            match spent {
+                Ok(verdict) => return Some(verdict),
+                Err(_) if when_redis_down == WhenRedisDown::Closed => return None,
+                Err(_) => {}
+            }
+        }
+        let now_ns = clock_ms().saturating_mul(1_000_000);
+        Some(self.local.spend(scope, key, quota, now_ns))
+    }
+
+    /// Logs when shared counting starts or stops failing.
+    fn note_redis(&self, failure: Option<&fred::error::Error>, when_redis_down: WhenRedisDown) {
+        let failing = failure.is_some();
+        if self.redis_failing.swap(failing, Ordering::Relaxed) == failing {
+            return;
+        }
+        match (failure, when_redis_down) {
+            (Some(err), WhenRedisDown::Open) => warn!(
+                error = %err,
+                "shared rate limits: Redis is unreachable; each instance counts alone until it is back"
+            ),
+            (Some(err), WhenRedisDown::Closed) => warn!(
+                error = %err,
+                "shared rate limits: Redis is unreachable; limited requests are refused until it is back"
+            ),
+            (None, _) => info!("shared rate limits: Redis is back; counting in Redis again"),
+        }
+    }
+}
+
 /// Applies `plugin` to `request` (`req` as plugins see it).
-pub(crate) fn apply(plugin: &Plugin, gcra: &Gcra, req: &HttpRequest, request: &Request) -> Outcome {
-    match plugin.current().decide(request, Some(req)) {
+pub(crate) async fn apply(
+    plugin: &Plugin,
+    limiter: &Limiter,
+    settings: LimitSettings,
+    req: &HttpRequest,
+    request: &Request,
+) -> Outcome {
+    let decision = plugin.current().decide(request, Some(req));
+    match decision {
         Ok(Decision::Allow) => Outcome::Continue(None),
         Ok(Decision::Deny(deny)) => Outcome::Answer(denied(deny)),
-        Ok(Decision::Limit(limit)) => count(gcra, &limit),
+        Ok(Decision::Limit(limit)) => {
+            let quota = quota(&limit);
+            match limiter
+                .spend(&limit.policy, &limit.key, quota, settings.when_redis_down)
+                .await
+            {
+                Some(verdict) => answer(&limit, quota, verdict, settings),
+                None => Outcome::Answer(uncountable()),
+            }
+        }
         Err(err) => match plugin_call::fallback(plugin, "rate-limit", &err) {
             None => Outcome::Continue(None),
             Some(answer) => Outcome::Answer(answer),
@@ -42,22 +152,26 @@ pub(crate) fn apply(plugin: &Plugin, gcra: &Gcra, req: &HttpRequest, request: &R
     }
 }
 
-fn count(gcra: &Gcra, limit: &Limit) -> Outcome {
+fn quota(limit: &Limit) -> Quota {
     let q = &limit.quota;
-    let quota = Quota {
+    Quota {
         limit: q.limit,
         window: Duration::from_millis(u64::from(q.window_ms)),
         burst: q.burst,
         cost: q.cost,
-    };
-    let verdict = gcra.spend(
-        &limit.policy,
-        &limit.key,
-        quota,
-        clock_ms().saturating_mul(1_000_000),
-    );
+    }
+}
+
+fn answer(limit: &Limit, quota: Quota, verdict: Verdict, settings: LimitSettings) -> Outcome {
+    if verdict.allowed && !settings.headers_on_allowed {
+        return Outcome::Continue(None);
+    }
     let name = structured_string(&limit.policy);
-    let policy = field(&format!("{name};q={};w={}", q.limit, seconds(quota.window)));
+    let policy = field(&format!(
+        "{name};q={};w={}",
+        quota.limit,
+        seconds(quota.window)
+    ));
     let state = field(&format!(
         "{name};r={};t={}",
         verdict.remaining,
@@ -82,6 +196,19 @@ fn count(gcra: &Gcra, limit: &Limit) -> Outcome {
     headers.insert(RATELIMIT_POLICY.clone(), policy);
     headers.insert(RATELIMIT.clone(), state);
     Outcome::Answer(response)
+}
+
+/// Limits are shared, Redis is unreachable, and the config says to refuse then.
+fn uncountable() -> HttpResponse<BoxBody> {
+    let mut response = plain(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "503 Service Unavailable: rate limits cannot be checked now (Redis is unreachable)\n"
+            .to_string(),
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 /// The plugin's own refusal. Its status must be an error status and its headers valid; what is
