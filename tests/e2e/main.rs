@@ -20,6 +20,7 @@ mod connections;
 mod example_plugins;
 mod lifecycle;
 mod malformed;
+mod metrics;
 mod policies;
 mod policy_tool;
 mod proxy;

@@ -1,4 +1,5 @@
-//! The admin listener: health endpoints and the JSON API ([`api`]); the web UI joins it later.
+//! The admin listener: health endpoints, `/metrics` and the JSON API ([`api`]); the web UI joins
+//! it later.
 //! It serves operators, not the public, and listens on loopback by default. Everything but
 //! `/health*` needs the admin token ([`token`]); the control socket ([`control`]) lets the
 //! machine's operator rotate it.
@@ -12,6 +13,8 @@ pub use control::{RotateFailure, rotate_token};
 pub(crate) use token::AdminAuth;
 pub use token::RotateError;
 
+use std::sync::Arc;
+
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
@@ -22,6 +25,7 @@ use self::token::Refusal;
 
 use crate::edge::liveness;
 use crate::monitor::health::{HealthSources, Status};
+use crate::monitor::live;
 
 /// Routes of the admin App.
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
@@ -32,8 +36,27 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
             web::scope("")
                 .wrap(from_fn(require_token))
                 .route("/readyz", web::get().to(readyz))
+                .route("/metrics", web::get().to(metrics))
                 .configure(api::configure),
         );
+}
+
+/// Every metric, in the OpenMetrics text format (for Prometheus).
+async fn metrics(sources: web::Data<HealthSources>) -> HttpResponse {
+    let text = web::block(move || {
+        let live = live::registry(Arc::clone(&sources.edge), sources.started);
+        sources.edge.metrics().render(&live)
+    })
+    .await;
+    match text {
+        Ok(text) => HttpResponse::Ok()
+            .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+            .body(text),
+        Err(err) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("metrics failed: {err}"),
+        ),
+    }
 }
 
 /// Refuses calls without the admin token, and addresses that failed too often.

@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 use actix_web::HttpResponse;
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 
+use super::error::EdgeError;
+
 /// Open connections, in all and by client address.
 #[derive(Default)]
 pub struct Connections {
@@ -104,6 +106,7 @@ pub(crate) fn busy() -> HttpResponse {
     response
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    EdgeError::TooManyConnections.mark(&mut response);
     response
 }
 

@@ -39,6 +39,12 @@ pub enum EdgeError {
     /// The path or query is not UTF-8 on a route that demands it.
     #[error("the path or query is not valid UTF-8")]
     NotUtf8,
+    /// The route does not accept the method.
+    #[error("this route does not accept this method")]
+    MethodNotAllowed,
+    /// Over `edge.max_connections` or `edge.max_connections_per_ip`.
+    #[error("too many connections; retry shortly")]
+    TooManyConnections,
     /// The request body is larger than the route's `max_body`.
     #[error("the request body is larger than this route accepts")]
     BodyTooLarge,
@@ -88,6 +94,8 @@ impl EdgeError {
             Self::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::AddressRefused => StatusCode::FORBIDDEN,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             Self::UnknownHost => StatusCode::MISDIRECTED_REQUEST,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -108,6 +116,8 @@ impl EdgeError {
             | Self::PathEscapesRoot
             | Self::EncodedSlash
             | Self::NotUtf8
+            | Self::MethodNotAllowed
+            | Self::TooManyConnections
             | Self::AddressRefused
             | Self::UnknownHost
             | Self::BodyTooLarge
@@ -136,6 +146,37 @@ impl EdgeError {
         )
     }
 
+    /// A name for metrics and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::MisdirectedTarget => "misdirected_target",
+            Self::UriTooLong => "uri_too_long",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::BadPath => "bad_path",
+            Self::PathEscapesRoot => "path_escapes_root",
+            Self::EncodedSlash => "encoded_slash",
+            Self::NotUtf8 => "not_utf8",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::TooManyConnections => "too_many_connections",
+            Self::BodyTooLarge => "body_too_large",
+            Self::UnknownHost => "unknown_host",
+            Self::AddressRefused => "address_refused",
+            Self::ClientBody => "client_body",
+            Self::ClientBodyTimeout => "client_body_timeout",
+            Self::NoRoute => "no_route",
+            Self::NoHealthyUpstream => "no_healthy_upstream",
+            Self::Connect => "connect",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::ResponseTimeout => "response_timeout",
+            Self::BadResponse => "bad_response",
+        }
+    }
+
+    /// Leaves this error in `response`'s extensions, for the finish phase to count.
+    pub fn mark(self, response: &mut HttpResponse) {
+        response.extensions_mut().insert(self);
+    }
+
     /// A short plain-text answer: the status line and one sentence.
     pub fn response(self) -> HttpResponse {
         let status = self.status();
@@ -149,6 +190,7 @@ impl EdgeError {
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        self.mark(&mut response);
         response
     }
 }

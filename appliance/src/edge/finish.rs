@@ -1,6 +1,8 @@
 //! The finish phase: runs when a response body has been sent or abandoned, so it knows the real
-//! bytes sent and the whole duration. It writes the access-log line and ends the request's place
-//! in the count of requests in flight, which a graceful shutdown waits for.
+//! bytes sent and the whole duration. It counts the request in the metrics, writes the
+//! access-log line and ends the request's place in the count of requests in flight, which a
+//! graceful shutdown waits for. Refusals and upstream failures are counted by reason as soon as
+//! the response is ready (the error rides in the response's extensions).
 
 use std::fmt::Write as _;
 use std::future::{Future, Ready, ready};
@@ -14,14 +16,17 @@ use std::time::{Duration, Instant};
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::http::header::{REFERER, USER_AGENT};
+use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpMessage, HttpRequest};
 use bytes::Bytes;
 use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 
 use super::EdgeState;
+use super::error::{EdgeError, Source};
 use super::proxy::UpstreamOutcome;
 use crate::config::AccessLogFormat;
+use crate::monitor::metrics::{Answered, Metrics};
 use crate::telemetry;
 
 /// What the handler learned about a request, left in its extensions for this phase.
@@ -124,20 +129,36 @@ where
         let active = self.state.active().start();
         let runtime = self.state.runtime();
         let (format, enabled) = (runtime.access_log, runtime.logs_access());
+        let metrics = Arc::clone(self.state.metrics());
         let started = Instant::now();
         let fut = self.service.call(req);
         Box::pin(async move {
             let res = fut.await?;
-            let pending = enabled.then(|| {
-                let notes = res
-                    .request()
-                    .extensions_mut()
-                    .remove::<RequestNotes>()
-                    .unwrap_or_default();
-                Entry::new(res.request(), res.status().as_u16(), notes, started, format)
-            });
+            let notes = res
+                .request()
+                .extensions_mut()
+                .remove::<RequestNotes>()
+                .unwrap_or_default();
+            if let Some(err) = res.response().extensions().get::<EdgeError>() {
+                match err.source() {
+                    Source::Downstream => metrics.rejected(err.reason(), res.status()),
+                    Source::Upstream => metrics.upstream_failed(notes.route.as_ref(), err.reason()),
+                }
+            }
+            let tally = Tally {
+                metrics,
+                route: notes.route.clone(),
+                method: res.request().method().clone(),
+                status: res.status(),
+                upstream_header_time: notes.upstream.header_time,
+                started,
+                bytes: 0,
+            };
+            let pending = enabled
+                .then(|| Entry::new(res.request(), res.status().as_u16(), notes, started, format));
             Ok(res.map_body(|_, body| FinishBody {
                 body,
+                tally,
                 pending,
                 _active: active,
             }))
@@ -150,14 +171,17 @@ pin_project! {
     pub(crate) struct FinishBody<B> {
         #[pin]
         body: B,
+        tally: Tally,
         pending: Option<Entry>,
         _active: ActiveRequest,
     }
 
     impl<B> PinnedDrop for FinishBody<B> {
         fn drop(this: Pin<&mut Self>) {
-            if let Some(entry) = this.project().pending.take() {
-                telemetry::write_access_line(&entry.render());
+            let this = this.project();
+            this.tally.count();
+            if let Some(entry) = this.pending.take() {
+                telemetry::write_access_line(&entry.render(this.tally.bytes));
             }
         }
     }
@@ -176,10 +200,34 @@ impl<B: MessageBody> MessageBody for FinishBody<B> {
     ) -> Poll<Option<Result<Bytes, B::Error>>> {
         let this = self.project();
         let polled = this.body.poll_next(cx);
-        if let (Poll::Ready(Some(Ok(chunk))), Some(entry)) = (&polled, this.pending.as_mut()) {
-            entry.bytes += chunk.len() as u64;
+        if let Poll::Ready(Some(Ok(chunk))) = &polled {
+            this.tally.bytes += chunk.len() as u64;
         }
         polled
+    }
+}
+
+/// What the metrics learn of one request.
+struct Tally {
+    metrics: Arc<Metrics>,
+    route: Option<Arc<str>>,
+    method: Method,
+    status: StatusCode,
+    upstream_header_time: Option<Duration>,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Tally {
+    fn count(&self) {
+        self.metrics.answered(&Answered {
+            route: self.route.as_ref(),
+            method: &self.method,
+            status: self.status,
+            duration: self.started.elapsed(),
+            bytes: self.bytes,
+            upstream_header_time: self.upstream_header_time,
+        });
     }
 }
 
@@ -187,7 +235,6 @@ impl<B: MessageBody> MessageBody for FinishBody<B> {
 struct Entry {
     format: AccessLogFormat,
     started: Instant,
-    bytes: u64,
     client: String,
     method: String,
     target: String,
@@ -214,7 +261,6 @@ impl Entry {
         Self {
             format,
             started,
-            bytes: 0,
             client: req
                 .peer_addr()
                 .map_or_else(|| "-".into(), |a| a.ip().to_string()),
@@ -228,16 +274,17 @@ impl Entry {
         }
     }
 
-    fn render(&self) -> String {
+    /// The line, with `bytes` of body sent.
+    fn render(&self, bytes: u64) -> String {
         let total = self.started.elapsed();
         match self.format {
-            AccessLogFormat::Json => self.json(total),
-            _ => self.combined(total),
+            AccessLogFormat::Json => self.json(total, bytes),
+            _ => self.combined(total, bytes),
         }
     }
 
     /// nginx's combined format, then gatehouse's fields as key=value.
-    fn combined(&self, total: Duration) -> String {
+    fn combined(&self, total: Duration, bytes: u64) -> String {
         let notes = &self.notes;
         let mut line = String::with_capacity(256);
         let _ = writeln!(
@@ -249,7 +296,7 @@ impl Entry {
             escape(&self.target),
             self.version,
             self.status,
-            self.bytes,
+            bytes,
             escape(or_dash(&self.referer)),
             escape(or_dash(&self.user_agent)),
             notes.request_id.as_deref().unwrap_or("-"),
@@ -265,7 +312,7 @@ impl Entry {
         line
     }
 
-    fn json(&self, total: Duration) -> String {
+    fn json(&self, total: Duration, bytes: u64) -> String {
         let notes = &self.notes;
         let mut line = serde_json::json!({
             "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -274,7 +321,7 @@ impl Entry {
             "target": self.target,
             "version": self.version,
             "status": self.status,
-            "bytes": self.bytes,
+            "bytes": bytes,
             "referer": self.referer,
             "user_agent": self.user_agent,
             "request_id": notes.request_id,
@@ -340,9 +387,8 @@ mod tests {
                 attempts: 1,
             },
         };
-        let mut entry = Entry::new(&req, 200, notes, Instant::now(), AccessLogFormat::Combined);
-        entry.bytes = 512;
-        let line = entry.render();
+        let entry = Entry::new(&req, 200, notes, Instant::now(), AccessLogFormat::Combined);
+        let line = entry.render(512);
         let (head, tail) = line.split_once(" [").unwrap();
         assert_eq!(head, "203.0.113.7 - -");
         let after_time = tail.split_once("] ").unwrap().1;

@@ -59,6 +59,7 @@ use self::request_id::RequestIds;
 use self::router::{Backend, HostPattern, Router};
 use self::validate::RequestLimits;
 use crate::config::{AccessLogFormat, Config};
+use crate::monitor::metrics::Metrics;
 use crate::policy::Plugins;
 use crate::redis::RedisLink;
 use crate::store::Store;
@@ -76,6 +77,8 @@ pub struct EdgeState {
     cache: ResponseCache,
     /// Open client connections.
     connections: Arc<Connections>,
+    /// What the edge has done, for `/metrics`.
+    metrics: Arc<Metrics>,
 }
 
 /// One config generation of the edge.
@@ -174,7 +177,13 @@ impl EdgeState {
             limiter: Limiter::new(&config.rate_limits, redis.clone()),
             cache: ResponseCache::new(&config.cache, store, redis),
             connections: Arc::default(),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Event metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Whether Redis is in use, and everything that uses it reaches it now.
@@ -273,8 +282,13 @@ pub(crate) async fn handle(
         .then(|| plugin_call::request(&req, client_ip, host, &route.name));
     let mut limit_fields = None;
     if let (Some(plugin), Some(request)) = (&route.rate_limit, &plugin_request) {
-        let settings = runtime.rate_limits;
-        match ratelimit::apply(plugin, &state.limiter, settings, &req, request).await {
+        let limits = ratelimit::Phase {
+            limiter: &state.limiter,
+            settings: runtime.rate_limits,
+            metrics: &state.metrics,
+            route: &route.name,
+        };
+        match limits.apply(plugin, &req, request).await {
             Outcome::Continue(fields) => limit_fields = fields,
             Outcome::Answer(answer) => {
                 let answer = answer.map_body(|_, body| UpstreamBody::right(body));
@@ -431,13 +445,14 @@ fn complete(
     outcome: UpstreamOutcome,
     mut response: HttpResponse<UpstreamBody>,
 ) -> HttpResponse<UpstreamBody> {
-    if runtime.logs_access() {
-        req.extensions_mut().insert(RequestNotes {
-            route: Some(Arc::clone(&route.name)),
-            request_id: request_id.to_str().ok().map(str::to_string),
-            upstream: outcome,
-        });
-    }
+    let logs = runtime.logs_access();
+    req.extensions_mut().insert(RequestNotes {
+        route: Some(Arc::clone(&route.name)),
+        request_id: logs
+            .then(|| request_id.to_str().ok().map(str::to_string))
+            .flatten(),
+        upstream: outcome,
+    });
     if let Some(browser_cache) = &route.browser_cache {
         browser_cache.apply(req, &mut response);
     }

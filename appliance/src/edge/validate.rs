@@ -95,6 +95,7 @@ pub(crate) fn route_refusal(
             .content_type("text/plain; charset=utf-8")
             .body("405 Method Not Allowed: this route does not accept this method\n");
         answer.headers_mut().insert(ALLOW, allow.clone());
+        EdgeError::MethodNotAllowed.mark(&mut answer);
         return Some(answer);
     };
     Some(refusal.response())

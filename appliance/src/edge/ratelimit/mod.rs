@@ -26,6 +26,7 @@ use self::gcra::{Gcra, Quota, Verdict};
 use self::shared::SharedLimits;
 use super::plugin_call::{self, plain};
 use crate::config::{RateLimitsConfig, WhenRedisDown};
+use crate::monitor::metrics::{Decision as MetricDecision, Metrics};
 use crate::policy::rate_limit_types::{Decision, Deny, Limit};
 use crate::policy::{Plugin, Request};
 use crate::redis::RedisLink;
@@ -123,32 +124,59 @@ impl Limiter {
     }
 }
 
-/// Applies `plugin` to `request` (`req` as plugins see it).
-pub(crate) async fn apply(
-    plugin: &Plugin,
-    limiter: &Limiter,
-    settings: LimitSettings,
-    req: &HttpRequest,
-    request: &Request,
-) -> Outcome {
-    let decision = plugin.current().decide(request, Some(req));
-    match decision {
-        Ok(Decision::Allow) => Outcome::Continue(None),
-        Ok(Decision::Deny(deny)) => Outcome::Answer(denied(deny)),
-        Ok(Decision::Limit(limit)) => {
-            let quota = quota(&limit);
-            match limiter
-                .spend(&limit.policy, &limit.key, quota, settings.when_redis_down)
-                .await
-            {
-                Some(verdict) => answer(&limit, quota, verdict, settings),
-                None => Outcome::Answer(uncountable()),
+/// The phase for one request: where it counts, how it answers, where it reports.
+pub(crate) struct Phase<'a> {
+    pub(crate) limiter: &'a Limiter,
+    pub(crate) settings: LimitSettings,
+    pub(crate) metrics: &'a Metrics,
+    /// The route's name, for the metrics.
+    pub(crate) route: &'a Arc<str>,
+}
+
+impl Phase<'_> {
+    /// Applies `plugin` to `request` (`req` as plugins see it).
+    pub(crate) async fn apply(
+        &self,
+        plugin: &Plugin,
+        req: &HttpRequest,
+        request: &Request,
+    ) -> Outcome {
+        let version = plugin.current();
+        let decision = version.decide(request, Some(req));
+        let (policy, outcome) = match decision {
+            Ok(Decision::Allow) => (None, Outcome::Continue(None)),
+            Ok(Decision::Deny(deny)) => (None, Outcome::Answer(denied(deny))),
+            Ok(Decision::Limit(limit)) => {
+                let quota = quota(&limit);
+                let when_down = self.settings.when_redis_down;
+                let verdict = self
+                    .limiter
+                    .spend(&limit.policy, &limit.key, quota, when_down)
+                    .await;
+                let outcome = match verdict {
+                    Some(verdict) => answer(&limit, quota, verdict, self.settings),
+                    None => Outcome::Answer(uncountable()),
+                };
+                (Some(limit.policy), outcome)
             }
-        }
-        Err(err) => match plugin_call::fallback(plugin, "rate-limit", &err) {
-            None => Outcome::Continue(None),
-            Some(answer) => Outcome::Answer(answer),
-        },
+            Err(err) => {
+                let answer = plugin_call::fallback(plugin, "rate-limit", &err);
+                self.metrics
+                    .rate_limit(self.route, version.name(), MetricDecision::Failed);
+                return answer.map_or(Outcome::Continue(None), Outcome::Answer);
+            }
+        };
+        let decision = match &outcome {
+            Outcome::Continue(_) => MetricDecision::Allowed,
+            Outcome::Answer(answer) => match answer.status() {
+                StatusCode::TOO_MANY_REQUESTS if policy.is_some() => MetricDecision::Limited,
+                StatusCode::SERVICE_UNAVAILABLE if policy.is_some() => MetricDecision::Unavailable,
+                _ => MetricDecision::Denied,
+            },
+        };
+        let policy = policy.as_deref().unwrap_or_else(|| version.name());
+        self.metrics.rate_limit(self.route, policy, decision);
+        outcome
     }
 }
 
