@@ -6,7 +6,7 @@
 #![no_main]
 
 use actix_codec::Decoder;
-use actix_http::HttpMessage;
+use actix_http::{HttpMessage, ServiceConfig};
 use actix_http::h1::{Codec, Message};
 use actix_web::test::TestRequest;
 use bytes::BytesMut;
@@ -15,9 +15,19 @@ use gatehouse::edge::validate::{RequestLimits, check_request};
 use libfuzzer_sys::fuzz_target;
 use percent_encoding::percent_decode_str;
 
+thread_local! {
+    /// The parser's settings, made once: making them starts actix's date service, which needs
+    /// a local task set to spawn on (it is never run here; parsing needs no date).
+    static SETTINGS: ServiceConfig = {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        tokio::task::LocalSet::new().block_on(&runtime, async { ServiceConfig::default() })
+    };
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut buffer = BytesMut::from(data);
-    let Ok(Some(Message::Item(head))) = Codec::default().decode(&mut buffer) else {
+    let mut codec = SETTINGS.with(|settings| Codec::new(settings.clone()));
+    let Ok(Some(Message::Item(head))) = codec.decode(&mut buffer) else {
         return;
     };
     let mut request = TestRequest::default()
