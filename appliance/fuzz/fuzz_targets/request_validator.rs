@@ -6,8 +6,8 @@
 #![no_main]
 
 use actix_codec::Decoder;
-use actix_http::{HttpMessage, ServiceConfig};
 use actix_http::h1::{Codec, Message};
+use actix_http::{HttpMessage, ServiceConfig};
 use actix_web::test::TestRequest;
 use bytes::BytesMut;
 use gatehouse::config::EdgeConfig;

@@ -135,7 +135,7 @@ impl CompressionSettings {
         }
         mark_encoded(response.headers_mut(), coding);
         response.headers_mut().remove(CONTENT_LENGTH);
-        let encoder = Encoder::new(coding, self);
+        let encoder = Encoder::new(coding, self, (length != u64::MAX).then_some(length));
         response
             .map_body(|_, body| EitherBody::right(BoxBody::new(CompressBody::new(body, encoder))))
     }

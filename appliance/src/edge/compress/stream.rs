@@ -9,20 +9,30 @@ use std::task::{Context, Poll};
 use actix_web::body::{BodySize, MessageBody};
 use bytes::{Bytes, BytesMut};
 
-use super::gzip::GzipStream;
+use super::gzip::{GzipStream, SMALL_BODY, gzip_small};
 use super::{Coding, CompressionSettings};
 
 /// One compressed stream, writing into a buffer that is drained after every chunk.
 pub(crate) enum Encoder {
     Gzip(GzipStream),
+    /// A small body of known length, gathered and compressed whole at the end.
+    GzipSmall {
+        body: Vec<u8>,
+        level: u32,
+    },
     Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
 }
 
 impl Encoder {
-    /// An encoder for `coding` (not identity) at its configured level.
-    pub(crate) fn new(coding: Coding, settings: &CompressionSettings) -> Self {
+    /// An encoder for `coding` (not identity) at its configured level, for a body of `length`
+    /// bytes when known.
+    pub(crate) fn new(coding: Coding, settings: &CompressionSettings, length: Option<u64>) -> Self {
         match coding {
+            Coding::Gzip if length.is_some_and(|length| length < SMALL_BODY) => Self::GzipSmall {
+                body: Vec::with_capacity(length.unwrap_or(0) as usize),
+                level: settings.gzip_level,
+            },
             Coding::Brotli => Self::Brotli(Box::new(brotli::CompressorWriter::new(
                 Vec::new(),
                 16 * 1024,
@@ -46,6 +56,10 @@ impl Encoder {
                 gzip.push(chunk, &mut out);
                 return out.into();
             }
+            Self::GzipSmall { body, .. } => {
+                body.extend_from_slice(chunk);
+                return Bytes::new();
+            }
             Self::Brotli(e) => e.write_all(chunk).map(|()| e.get_mut()),
             Self::Zstd(e) => e.write_all(chunk).map(|()| e.get_mut()),
         };
@@ -61,6 +75,7 @@ impl Encoder {
                 gzip.finish(&mut out);
                 out
             }
+            Self::GzipSmall { body, level } => gzip_small(&body, level),
             Self::Brotli(e) => e.into_inner(),
             Self::Zstd(e) => e.finish().unwrap_or_default(),
         };
@@ -150,7 +165,7 @@ mod tests {
                 futures_util::stream::iter(chunks.clone().into_iter().map(Ok::<_, std::io::Error>));
             let body = CompressBody::new(
                 actix_web::body::BodyStream::new(source),
-                Encoder::new(coding, &settings),
+                Encoder::new(coding, &settings, None),
             );
             let compressed = actix_web::body::to_bytes(body).await.unwrap();
             let mut decoded = Vec::new();
