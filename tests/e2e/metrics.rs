@@ -74,6 +74,11 @@ upstream = "app"
 methods = ["GET"]
 
 [[routes]]
+name = "pages"
+path = "/cached/"
+upstream = "app"
+
+[[routes]]
 name = "gone"
 path = "/gone/"
 upstream = "gone"
@@ -100,6 +105,15 @@ servers = ["127.0.0.1:{dead}"]
         400
     );
     assert_eq!(send(Method::GET, "/gone/x").await.unwrap().status(), 502);
+    let compressed = http
+        .get(gatehouse.url("/cached/x?pad=2000"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(compressed.headers()["content-encoding"], "gzip");
+    // Counted when the body has been sent whole.
+    let sent = compressed.bytes().await.unwrap().len() as f64;
 
     let unauthorized = http
         .get(gatehouse.admin_url("/metrics"))
@@ -176,4 +190,12 @@ servers = ["127.0.0.1:{dead}"]
     assert!(value("gatehouse_host_memory_total_bytes{}") > 1e6);
     assert!(value(r#"gatehouse_host_cpu_seconds_total{mode="idle"}"#) > 0.0);
     assert_eq!(value(r#"gatehouse_cache_lookups_total{result="hit"}"#), 0.0);
+    let gzip_in = value(r#"gatehouse_compression_input_bytes_total{coding="gzip"}"#);
+    let gzip_out = value(r#"gatehouse_compression_output_bytes_total{coding="gzip"}"#);
+    assert!(gzip_in > 2000.0, "{gzip_in}");
+    assert_eq!(gzip_out, sent, "what was sent is what the compressor made");
+    assert_eq!(
+        value(r#"gatehouse_compression_input_bytes_total{coding="br"}"#),
+        0.0
+    );
 }

@@ -121,6 +121,7 @@ impl EdgeRuntime {
         config: &Config,
         plugins: Plugins,
         previous: Option<&EdgeRuntime>,
+        metrics: &Metrics,
     ) -> (Self, Vec<Arc<UpstreamGroup>>) {
         let empty = BTreeMap::new();
         let (groups, fresh) =
@@ -132,7 +133,7 @@ impl EdgeRuntime {
             access_log: config.log.access,
             plugins,
             cache: CacheSettings::new(&config.cache),
-            compression: CompressionSettings::new(&config.compression),
+            compression: CompressionSettings::new(&config.compression, metrics),
             limits: RequestLimits::new(&config.edge),
             rate_limits: LimitSettings::new(&config.rate_limits),
             allowed_hosts: config
@@ -170,14 +171,15 @@ impl EdgeState {
                     .ok()
             })
             .map(Arc::new);
+        let metrics = Arc::new(Metrics::default());
         Self {
-            runtime: ArcSwap::from_pointee(EdgeRuntime::build(config, plugins, None).0),
+            runtime: ArcSwap::from_pointee(EdgeRuntime::build(config, plugins, None, &metrics).0),
             ids: RequestIds::new(instance),
             active: Arc::default(),
             limiter: Limiter::new(&config.rate_limits, redis.clone()),
             cache: ResponseCache::new(&config.cache, store, redis),
             connections: Arc::default(),
-            metrics: Arc::default(),
+            metrics,
         }
     }
 
@@ -228,7 +230,8 @@ impl EdgeState {
     /// stay in a changed group keep their health. Requests in flight finish on the generation
     /// they started with.
     pub fn apply(&self, config: &Config, plugins: Plugins) -> Vec<Arc<UpstreamGroup>> {
-        let (next, fresh) = EdgeRuntime::build(config, plugins, Some(&self.runtime()));
+        let previous = self.runtime();
+        let (next, fresh) = EdgeRuntime::build(config, plugins, Some(&previous), &self.metrics);
         self.runtime.store(Arc::new(next));
         fresh
     }

@@ -52,6 +52,21 @@ struct UpstreamErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodingLabels {
+    coding: &'static str,
+}
+
+/// Bytes into and out of one coding's compressor (their ratio is the compression ratio, their
+/// difference the bandwidth saved).
+#[derive(Clone, Debug, Default)]
+pub struct CompressionCounters {
+    /// Bytes compressed.
+    pub input: Counter,
+    /// Bytes they compressed to.
+    pub output: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
     route: Arc<str>,
     policy: String,
@@ -95,6 +110,8 @@ pub struct Metrics {
     upstream_errors: Family<UpstreamErrorLabels, Counter>,
     upstream_header_time: Latency,
     rate_limits: Family<DecisionLabels, Counter>,
+    compression_input: Family<CodingLabels, Counter>,
+    compression_output: Family<CodingLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -145,6 +162,20 @@ impl Default for Metrics {
             "Rate-limit phase outcomes, by route, policy and decision",
             rate_limits.clone(),
         );
+        let compression_input = Family::default();
+        registry.register_with_unit(
+            "compression_input",
+            "Bytes given to the compressor (responses and cache variants), by coding",
+            Unit::Bytes,
+            compression_input.clone(),
+        );
+        let compression_output = Family::default();
+        registry.register_with_unit(
+            "compression_output",
+            "Bytes the compressor made of them, by coding",
+            Unit::Bytes,
+            compression_output.clone(),
+        );
         Self {
             registry,
             requests,
@@ -154,6 +185,8 @@ impl Default for Metrics {
             upstream_errors,
             upstream_header_time,
             rate_limits,
+            compression_input,
+            compression_output,
         }
     }
 }
@@ -227,6 +260,15 @@ impl Metrics {
             decision: decision.name(),
         };
         self.rate_limits.get_or_create(&labels).inc();
+    }
+
+    /// The counters of `coding` (its `Content-Encoding` token), to keep and bump directly.
+    pub fn compression(&self, coding: &'static str) -> CompressionCounters {
+        let labels = CodingLabels { coding };
+        CompressionCounters {
+            input: self.compression_input.get_or_create(&labels).clone(),
+            output: self.compression_output.get_or_create(&labels).clone(),
+        }
     }
 
     /// The event metrics, then `live` (state read now), in the OpenMetrics text format.

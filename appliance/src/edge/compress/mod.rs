@@ -21,6 +21,7 @@ use bytes::Bytes;
 pub(crate) use self::negotiate::negotiate;
 use self::stream::{CompressBody, Encoder};
 use crate::config::CompressionConfig;
+use crate::monitor::metrics::{CompressionCounters, Metrics};
 
 /// A content coding gatehouse produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,8 @@ impl Coding {
 
 /// The compression rules and levels in force.
 pub struct CompressionSettings {
+    /// Bytes in and out, per compressed coding (in [`Coding::slot`] order).
+    counters: [CompressionCounters; 3],
     enabled: bool,
     gzip_level: u32,
     brotli_level: u32,
@@ -63,9 +66,10 @@ pub struct CompressionSettings {
 }
 
 impl CompressionSettings {
-    /// The settings in `config`.
-    pub fn new(config: &CompressionConfig) -> Self {
+    /// The settings in `config`, counting into `metrics`.
+    pub fn new(config: &CompressionConfig, metrics: &Metrics) -> Self {
         Self {
+            counters: Coding::COMPRESSED.map(|coding| metrics.compression(coding.token())),
             enabled: config.enabled,
             gzip_level: config.gzip_level,
             brotli_level: config.brotli_level,
@@ -136,12 +140,28 @@ impl CompressionSettings {
         mark_encoded(response.headers_mut(), coding);
         response.headers_mut().remove(CONTENT_LENGTH);
         let encoder = Encoder::new(coding, self, (length != u64::MAX).then_some(length));
-        response
-            .map_body(|_, body| EitherBody::right(BoxBody::new(CompressBody::new(body, encoder))))
+        let counters = self.counters(coding).clone();
+        response.map_body(|_, body| {
+            EitherBody::right(BoxBody::new(CompressBody::new(body, encoder, counters)))
+        })
+    }
+
+    fn counters(&self, coding: Coding) -> &CompressionCounters {
+        &self.counters[coding.slot().unwrap_or(0)]
     }
 
     /// `body` compressed whole with `coding` at its configured level.
     pub(crate) fn compress(&self, body: &[u8], coding: Coding) -> Bytes {
+        let compressed = self.compress_uncounted(body, coding);
+        if coding != Coding::Identity {
+            let counters = self.counters(coding);
+            counters.input.inc_by(body.len() as u64);
+            counters.output.inc_by(compressed.len() as u64);
+        }
+        compressed
+    }
+
+    fn compress_uncounted(&self, body: &[u8], coding: Coding) -> Bytes {
         let mut out = Vec::with_capacity(body.len() / 3);
         match coding {
             Coding::Identity => return Bytes::copy_from_slice(body),
@@ -203,7 +223,7 @@ mod tests {
     use super::*;
 
     fn settings() -> CompressionSettings {
-        CompressionSettings::new(&CompressionConfig::default())
+        CompressionSettings::new(&CompressionConfig::default(), &Metrics::default())
     }
 
     fn headers(pairs: &[(actix_web::http::header::HeaderName, &'static str)]) -> HeaderMap {

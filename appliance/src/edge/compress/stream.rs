@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::gzip::{GzipStream, SMALL_BODY, gzip_small};
 use super::{Coding, CompressionSettings};
+use crate::monitor::metrics::CompressionCounters;
 
 /// One compressed stream, writing into a buffer that is drained after every chunk.
 pub(crate) enum Encoder {
@@ -87,6 +88,9 @@ impl Encoder {
 pub(crate) struct CompressBody<B> {
     inner: B,
     encoder: Option<Encoder>,
+    /// Bytes in and out so far, counted when the stream ends.
+    counted: (u64, u64),
+    counters: CompressionCounters,
     /// Compressed bytes not sent yet: sent once there is a worthwhile chunk, so a small response
     /// goes out as one chunk (one write) instead of a 10-byte gzip header and then the rest.
     pending: BytesMut,
@@ -96,10 +100,12 @@ pub(crate) struct CompressBody<B> {
 const CHUNK: usize = 8 * 1024;
 
 impl<B> CompressBody<B> {
-    pub(crate) fn new(inner: B, encoder: Encoder) -> Self {
+    pub(crate) fn new(inner: B, encoder: Encoder, counters: CompressionCounters) -> Self {
         Self {
             inner,
             encoder: Some(encoder),
+            counted: (0, 0),
+            counters,
             pending: BytesMut::new(),
         }
     }
@@ -126,13 +132,20 @@ where
             };
             match Pin::new(&mut this.inner).poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
-                    this.pending.extend_from_slice(&encoder.push(&chunk));
+                    let compressed = encoder.push(&chunk);
+                    this.counted.0 += chunk.len() as u64;
+                    this.counted.1 += compressed.len() as u64;
+                    this.pending.extend_from_slice(&compressed);
                     if this.pending.len() >= CHUNK {
                         return Poll::Ready(Some(Ok(this.pending.split().freeze())));
                     }
                 }
                 Poll::Ready(None) => {
                     let last = this.encoder.take().map(Encoder::finish).unwrap_or_default();
+                    this.counters.input.inc_by(this.counted.0);
+                    this.counters
+                        .output
+                        .inc_by(this.counted.1 + last.len() as u64);
                     this.pending.extend_from_slice(&last);
                     return Poll::Ready(Some(Ok(this.pending.split().freeze())));
                 }
@@ -152,10 +165,11 @@ mod tests {
 
     use super::*;
     use crate::config::CompressionConfig;
+    use crate::monitor::metrics::Metrics;
 
     #[actix_web::test]
     async fn a_streamed_body_compresses_to_what_decodes_back_whole() {
-        let settings = CompressionSettings::new(&CompressionConfig::default());
+        let settings = CompressionSettings::new(&CompressionConfig::default(), &Metrics::default());
         let chunks: Vec<Bytes> = (0..50)
             .map(|i| Bytes::from(format!("<li>item {i} of a long list</li>\n").repeat(40)))
             .collect();
@@ -166,6 +180,7 @@ mod tests {
             let body = CompressBody::new(
                 actix_web::body::BodyStream::new(source),
                 Encoder::new(coding, &settings, None),
+                CompressionCounters::default(),
             );
             let compressed = actix_web::body::to_bytes(body).await.unwrap();
             let mut decoded = Vec::new();
