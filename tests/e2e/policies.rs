@@ -77,6 +77,26 @@ async fn the_builtin_rate_limit_answers_429_with_the_ratelimit_fields() {
     assert_eq!(other_key.status(), 200, "an API key has its own quota");
 }
 
+#[tokio::test]
+async fn allowed_responses_can_go_without_the_ratelimit_fields() {
+    let upstream = Upstream::start("a").await;
+    let gatehouse = Gatehouse::start(&format!(
+        "[rate_limits]\nheaders_on_allowed = false\n{}",
+        limited(
+            &upstream,
+            "config = { default = { limit = 1, window = 60 } }"
+        )
+    ));
+    let http = client(None);
+    let allowed = http.get(gatehouse.url("/who")).send().await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert!(allowed.headers().get("ratelimit").is_none());
+    assert!(allowed.headers().get("ratelimit-policy").is_none());
+    let refused = http.get(gatehouse.url("/who")).send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["ratelimit"], "\"default\";r=0;t=60");
+}
+
 /// The failure cases in tests/fixtures/policies/cases: one folder per case with its plugin, its
 /// config and the expected outcome (a load error, or each request's status and how soon).
 #[tokio::test]
