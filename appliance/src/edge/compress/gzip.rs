@@ -3,8 +3,9 @@
 //! small JSON answer; resetting a pooled one does not.
 //!
 //! A small body of known length is better still compressed whole ([`gzip_small`]) with a window
-//! and hash table sized to it, as nginx does: clearing a 2 KiB table instead of a 64 KiB one, for
-//! the same output.
+//! and buffers sized to it, as nginx does (measured: pass-through of a 524-byte JSON went from
+//! 0.61 to 0.64-0.67 of nginx). zlib-rs keeps its 64 Ki-entry hash table whatever the memory
+//! level, so clearing that table is still most of the cost of a small body.
 
 use std::cell::RefCell;
 
@@ -13,8 +14,8 @@ use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 /// Bodies shorter than this are worth [`gzip_small`]: the largest window that still shrinks.
 pub(crate) const SMALL_BODY: u64 = (1 << 14) - 262;
 
-/// `body` as one gzip member at `level`, with the smallest window (and hash table, in step with
-/// it) that still reaches back over the whole body (nginx's `ngx_http_gzip_filter` rule).
+/// `body` as one gzip member at `level`, with the smallest window (and memory level, in step
+/// with it) that still reaches back over the whole body (nginx's `ngx_http_gzip_filter` rule).
 pub(crate) fn gzip_small(body: &[u8], level: u32) -> Vec<u8> {
     let (mut window_bits, mut mem_level) = (15, 8);
     while window_bits > 9 && body.len() < (1 << (window_bits - 1)) - 262 {
