@@ -6,10 +6,10 @@
 //! |---|-------|--------|------------------------|
 //! | 1 | validate | [`validate`] | refuses what must not reach routing: a foreign absolute-form target (400), a target or header section over the limits (414, 431), a malformed path or one climbing above the root (400); actix-http already refused malformed heads (400), oversized heads (431) and smuggling attempts (400). After routing: addresses the route refuses (403), encoded slashes or paths and queries that are not UTF-8 where refused (400), declared bodies over the route's limit (413), methods the route refuses (405), CORS preflights (answered). Streamed bodies are counted (413) and timed (408) as they go upstream |
 //! | 2 | route | [`router`] | host, then longest path prefix; no match is 404 |
-//! | 3 | rate limit | [`ratelimit`] | the route's rate-limit plugin decides the key and quota, GCRA counts; over the quota is 429 (no plugin: nothing) |
+//! | 3 | rate limit | [`ratelimit`] | the route's rate-limit plugin decides the key and quota, GCRA counts (in Redis when shared); over the quota is 429, uncountable with `when_redis_down = "closed"` is 503 (no plugin: nothing) |
 //! | 4 | cache | [`cache`] | the route's cache-rules plugin decides the key; a fresh entry answers; a miss goes on, coalesced, and its response may be stored (no plugin: nothing) |
 //! | 5 | upstream | [`proxy`] | picks a server (balancing, health, ejection), forwards with timeouts and bounded retries, streams bodies both ways |
-//! | 6 | finish | [`finish`] | when the response body has ended: the access-log line, and the request leaves the in-flight count the drain waits for |
+//! | 6 | finish | [`finish`] | when the response body has ended: the metrics, the access-log line, and the request leaves the in-flight count the drain waits for |
 //!
 //! On the way back up: compression ([`compress`]), then, for every routed answer, browser
 //! caching ([`browser_cache`]), security headers ([`security_headers`]) and CORS fields
