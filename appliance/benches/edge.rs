@@ -1,15 +1,18 @@
-//! Hot paths of the edge, per request: route lookup, server pick, request id.
+//! Hot paths of the edge, per request: route lookup, server pick, request id, metrics.
 //! `cargo bench -p gatehouse --bench edge`
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::IpAddr;
+use std::time::Duration;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
 use criterion::{Criterion, criterion_group, criterion_main};
 use gatehouse::config::{Balance, RouteConfig, ServerConfig, UpstreamConfig};
 use gatehouse::edge::request_id::RequestIds;
 use gatehouse::edge::router::Router;
+use gatehouse::monitor::metrics::{Answered, Metrics};
 use gatehouse::policy::Plugins;
 use gatehouse::upstream::{PickContext, build_groups};
 
@@ -94,5 +97,22 @@ fn request_ids(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, routing, picking, request_ids);
+/// What the finish phase adds to every request: one answered request into the metrics.
+fn metrics(c: &mut Criterion) {
+    let metrics = Metrics::default();
+    let route: std::sync::Arc<str> = std::sync::Arc::from("api");
+    let answered = Answered {
+        route: Some(&route),
+        method: &Method::GET,
+        status: StatusCode::OK,
+        duration: Duration::from_micros(850),
+        bytes: 524,
+        upstream_header_time: Some(Duration::from_micros(400)),
+    };
+    c.bench_function("metrics/one answered request", |b| {
+        b.iter(|| metrics.answered(black_box(&answered)));
+    });
+}
+
+criterion_group!(benches, routing, picking, request_ids, metrics);
 criterion_main!(benches);
