@@ -8,19 +8,16 @@ use serde_json::{Value, json};
 
 use crate::cache::{cached_site, x_cache};
 use crate::support::redis::{RedisCluster, connected, unique_prefix};
-use crate::support::{Gatehouse, Upstream, client, eventually, free_port, get_json};
+use crate::support::{Gatehouse, Upstream, client, eventually, free_port, get_json, json_of};
 
 /// Purges through `gatehouse`'s admin API; the report.
 async fn purge(gatehouse: &Gatehouse, what: Value) -> Value {
-    gatehouse
-        .admin(reqwest::Method::POST, "/api/v1/cache/purge")
-        .json(&what)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json_of(
+        gatehouse
+            .admin(reqwest::Method::POST, "/api/v1/cache/purge")
+            .json(&what),
+    )
+    .await
 }
 
 /// A site cached through Redis at `url`, under a key prefix of its own (tests share the Redis).

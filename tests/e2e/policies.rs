@@ -3,7 +3,9 @@
 
 use crate::support::{Gatehouse, Upstream, client};
 
-fn limited(upstream: &Upstream, plugin_extra: &str) -> String {
+/// Every path of `upstream` behind the built-in rate limit; `plugin_extra` adds keys to the
+/// plugin's table (its `config`, say).
+pub(crate) fn limited(upstream: &Upstream, plugin_extra: &str) -> String {
     format!(
         r#"
 [plugins.limits]

@@ -6,36 +6,18 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::policies::limited;
 use crate::support::redis::{RedisCluster, RedisServer, connected, unique_prefix};
 use crate::support::{Gatehouse, Upstream, client, eventually, get_json};
 
 /// A route limited to `limit` requests a minute per client address, counted in the Redis at
-/// `url` under `prefix`.
+/// `url` under `prefix`; `extra` adds keys to `[rate_limits]`.
 fn shared_limit(upstream: &Upstream, url: &str, prefix: &str, limit: u32, extra: &str) -> String {
+    let quota = format!("config = {{ default = {{ limit = {limit}, window = 60 }} }}");
     format!(
-        r#"
-[redis]
-enabled = true
-url = "{url}"
-key_prefix = "{prefix}"
-
-[rate_limits]
-{extra}
-
-[plugins.limits]
-kind = "rate-limit"
-source = "builtin:rate-limit"
-config = {{ default = {{ limit = {limit}, window = 60 }} }}
-
-[[routes]]
-path = "/"
-upstream = "app"
-rate_limit = "limits"
-
-[upstreams.app]
-servers = ["{}"]
-"#,
-        upstream.addr
+        "[redis]\nenabled = true\nurl = \"{url}\"\nkey_prefix = \"{prefix}\"\n\n\
+         [rate_limits]\n{extra}\n{}",
+        limited(upstream, &quota)
     )
 }
 

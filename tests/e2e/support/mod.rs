@@ -115,8 +115,7 @@ impl Gatehouse {
 
     /// The JSON document at `path` on the admin listener, fetched with the admin token.
     pub async fn admin_json(&self, path: &str) -> serde_json::Value {
-        let response = self.admin(reqwest::Method::GET, path).send().await.unwrap();
-        response.json().await.unwrap()
+        json_of(self.admin(reqwest::Method::GET, path)).await
     }
 
     /// Rewrites the config file (with test defaults, keeping ports as bound) and reloads.
@@ -216,14 +215,12 @@ fn with_test_defaults(toml: &str, dir: &Path) -> String {
 
 /// The JSON document at `url` (an admin endpoint, say).
 pub async fn get_json(url: String) -> serde_json::Value {
-    client(None)
-        .get(url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json_of(client(None).get(url)).await
+}
+
+/// The JSON document `request` answers with.
+pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 /// An HTTP client that never uses a proxy and trusts `ca` when given.
