@@ -108,6 +108,8 @@ fn metrics(c: &mut Criterion) {
         duration: Duration::from_micros(850),
         bytes: 524,
         upstream_header_time: Some(Duration::from_micros(400)),
+        cache: Some("miss"),
+        coding: Some("gzip"),
     };
     c.bench_function("metrics/one answered request", |b| {
         b.iter(|| metrics.answered(black_box(&answered)));

@@ -7,6 +7,7 @@
 mod support;
 
 mod admin_auth;
+mod alerts;
 mod balancing;
 mod browser_cache;
 mod cache;
@@ -25,6 +26,7 @@ mod policies;
 mod policy_tool;
 mod proxy;
 mod rate_limit_shared;
+mod recommendations;
 mod security_headers;
 mod static_files;
 mod timeouts;

@@ -189,7 +189,10 @@ servers = ["127.0.0.1:{dead}"]
     assert!(value("process_open_fds{}") > 0.0);
     assert!(value("gatehouse_host_memory_total_bytes{}") > 1e6);
     assert!(value(r#"gatehouse_host_cpu_seconds_total{mode="idle"}"#) > 0.0);
-    assert_eq!(value(r#"gatehouse_cache_lookups_total{result="hit"}"#), 0.0);
+    assert_eq!(
+        value(r#"gatehouse_http_compressible_responses_total{coding="gzip",route="pages"}"#),
+        1.0
+    );
     let gzip_in = value(r#"gatehouse_compression_input_bytes_total{coding="gzip"}"#);
     let gzip_out = value(r#"gatehouse_compression_output_bytes_total{coding="gzip"}"#);
     assert!(gzip_in > 2000.0, "{gzip_in}");

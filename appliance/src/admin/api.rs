@@ -4,9 +4,13 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 
+use std::sync::Arc;
+
 use super::error;
 use crate::edge::EdgeState;
 use crate::edge::cache::Purge;
+use crate::monitor::advisor::{Advice, Advisor};
+use crate::monitor::alerts::Alerts;
 
 /// Routes of the API.
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
@@ -26,8 +30,48 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
             .route("/cache/purge", web::post().to(purge))
             .route("/cache/hosts/{host}", web::delete().to(purge_host))
             .route("/plugins", web::get().to(plugins))
-            .route("/plugins/{name}/rollback", web::post().to(rollback)),
+            .route("/plugins/{name}/rollback", web::post().to(rollback))
+            .route("/alerts", web::get().to(alerts))
+            .route("/recommendations", web::get().to(recommendations))
+            .route(
+                "/recommendations/refresh",
+                web::post().to(refresh_recommendations),
+            ),
     );
+}
+
+/// How many events `GET /api/v1/alerts` lists.
+const ALERT_HISTORY_SHOWN: usize = 100;
+
+/// `GET /api/v1/alerts`: every rule with its state, and the latest firings and resolutions.
+async fn alerts(alerts: web::Data<Alerts>) -> HttpResponse {
+    match web::block(move || alerts.report(ALERT_HISTORY_SHOWN)).await {
+        Ok(report) => HttpResponse::Ok().json(report),
+        Err(err) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("alerts failed: {err}"),
+        ),
+    }
+}
+
+/// `GET /api/v1/recommendations`: the latest advice and the snapshot it judged.
+async fn recommendations(advisor: web::Data<Advisor>) -> HttpResponse {
+    advice(web::block(move || advisor.latest()).await)
+}
+
+/// `POST /api/v1/recommendations/refresh`: judge the traffic of the window now.
+async fn refresh_recommendations(advisor: web::Data<Advisor>) -> HttpResponse {
+    advice(web::block(move || advisor.refresh()).await)
+}
+
+fn advice(made: Result<Arc<Advice>, actix_web::error::BlockingError>) -> HttpResponse {
+    match made {
+        Ok(advice) => HttpResponse::Ok().json(&*advice),
+        Err(err) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("recommendations failed: {err}"),
+        ),
+    }
 }
 
 /// `GET /api/v1/cache`: sizes by tier and counters.

@@ -5,6 +5,7 @@
 //! and error messages that name the file, line and key. It must not start anything: building
 //! subsystems from a [`Config`] is the job of [`crate::app`].
 
+mod alerts;
 mod durations;
 mod env;
 mod load;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::{Fallback, Grant, PluginKind};
 
+pub use alerts::{AlertRule, AlertSeverity, AlertsConfig, Measure};
 pub use load::{ConfigError, Loaded, load, load_from};
 pub use validate::Problem;
 
@@ -58,6 +60,9 @@ pub struct Config {
     pub pool: PoolConfig,
     /// Monitoring switch (`ENABLE_PERFORMANCE_MONITORING`).
     pub monitoring: MonitoringConfig,
+    /// Alert rules and the webhook they notify.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
     /// The shared Redis tier for several instances (`HORIZONTAL_SCALING_ENABLED`).
     pub redis: RedisConfig,
     /// How the rate limits that routes' rate-limit plugins ask for are counted.
@@ -91,6 +96,7 @@ impl Default for Config {
             security_headers: SecurityHeadersConfig::default(),
             pool: PoolConfig::default(),
             monitoring: MonitoringConfig::default(),
+            alerts: AlertsConfig::default(),
             redis: RedisConfig::default(),
             rate_limits: RateLimitsConfig::default(),
         }
@@ -720,17 +726,33 @@ pub enum WhenRedisDown {
     Closed,
 }
 
-/// Monitoring switch.
+/// Monitoring: what is sampled, and how often recommendations are made.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MonitoringConfig {
-    /// Collect metrics and trends (`ENABLE_PERFORMANCE_MONITORING`). Default `true`.
+    /// Sample the metrics and make recommendations on a schedule
+    /// (`ENABLE_PERFORMANCE_MONITORING`); without it they are made only when asked for.
+    /// Default `true`.
     pub enabled: bool,
+    /// The span of recent traffic recommendations judge. Default `"5m"`.
+    #[serde(with = "durations")]
+    pub window: Duration,
+    /// How often the metrics are read for the window. Default `"10s"`.
+    #[serde(with = "durations")]
+    pub sample_interval: Duration,
+    /// How often recommendations are made anew. Default `"1m"`.
+    #[serde(with = "durations")]
+    pub recommend_interval: Duration,
 }
 
 impl Default for MonitoringConfig {
     fn default() -> Self {
-        Self { enabled: true }
+        Self {
+            enabled: true,
+            window: Duration::from_secs(300),
+            sample_interval: Duration::from_secs(10),
+            recommend_interval: Duration::from_secs(60),
+        }
     }
 }
 

@@ -183,7 +183,84 @@ impl Config {
             problems.push(Problem::new("state.dir", "must not be empty"));
         }
         self.check_cache_and_compression(&mut problems);
+        self.check_monitoring(&mut problems);
         problems
+    }
+
+    fn check_monitoring(&self, problems: &mut Vec<Problem>) {
+        let monitoring = &self.monitoring;
+        for (key, value) in [
+            ("monitoring.window", monitoring.window),
+            ("monitoring.sample_interval", monitoring.sample_interval),
+            (
+                "monitoring.recommend_interval",
+                monitoring.recommend_interval,
+            ),
+        ] {
+            check_positive(key, value, problems);
+        }
+        if monitoring.sample_interval > monitoring.window {
+            problems.push(Problem::new(
+                "monitoring.sample_interval",
+                "must not be longer than monitoring.window (the window needs two readings)",
+            ));
+        }
+        self.check_alerts(problems);
+    }
+
+    fn check_alerts(&self, problems: &mut Vec<Problem>) {
+        let alerts = &self.alerts;
+        if let Some(url) = &alerts.webhook
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            problems.push(Problem::new(
+                "alerts.webhook",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+        if alerts.webhook_attempts == 0 {
+            problems.push(Problem::new(
+                "alerts.webhook_attempts",
+                "must be at least 1",
+            ));
+        }
+        check_positive("alerts.webhook_timeout", alerts.webhook_timeout, problems);
+        if alerts.history == 0 {
+            problems.push(Problem::new("alerts.history", "must be at least 1"));
+        }
+        let mut names = HashSet::new();
+        for (index, rule) in alerts.rules.iter().enumerate() {
+            let key = |field: &str| format!("alerts.rules.{index}.{field}");
+            if !names.insert(rule.name.as_str()) {
+                problems.push(Problem::new(
+                    &key("name"),
+                    format!("another rule is named {:?}", rule.name),
+                ));
+            }
+            if rule.above.is_some() == rule.below.is_some() {
+                problems.push(Problem::new(
+                    &key("above"),
+                    "give exactly one of above and below",
+                ));
+            }
+            check_positive(&key("window"), rule.window, problems);
+            if rule.window > self.monitoring.window {
+                problems.push(Problem::new(
+                    &key("window"),
+                    "must not be longer than monitoring.window (readings are kept that long)",
+                ));
+            }
+            let routed = rule.route == "*"
+                || self.routes.iter().enumerate().any(|(i, route)| {
+                    route.name.clone().unwrap_or_else(|| format!("route-{i}")) == rule.route
+                });
+            if !routed {
+                problems.push(Problem::new(
+                    &key("route"),
+                    format!("no route named {:?} (or \"*\" for all)", rule.route),
+                ));
+            }
+        }
     }
 
     fn check_cache_and_compression(&self, problems: &mut Vec<Problem>) {

@@ -23,6 +23,8 @@ use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 
 use super::EdgeState;
+use super::cache::CacheStatus;
+use super::compress::Coding;
 use super::error::{EdgeError, Source};
 use super::proxy::UpstreamOutcome;
 use crate::config::AccessLogFormat;
@@ -145,15 +147,19 @@ where
                     Source::Upstream => metrics.upstream_failed(notes.route.as_ref(), err.reason()),
                 }
             }
+            let extensions = res.response().extensions();
             let tally = Tally {
                 metrics,
                 route: notes.route.clone(),
                 method: res.request().method().clone(),
                 status: res.status(),
                 upstream_header_time: notes.upstream.header_time,
+                cache: extensions.get::<CacheStatus>().map(|status| status.label()),
+                coding: extensions.get::<Coding>().map(|coding| coding.token()),
                 started,
                 bytes: 0,
             };
+            drop(extensions);
             let pending = enabled
                 .then(|| Entry::new(res.request(), res.status().as_u16(), notes, started, format));
             Ok(res.map_body(|_, body| FinishBody {
@@ -214,6 +220,8 @@ struct Tally {
     method: Method,
     status: StatusCode,
     upstream_header_time: Option<Duration>,
+    cache: Option<&'static str>,
+    coding: Option<&'static str>,
     started: Instant,
     bytes: u64,
 }
@@ -227,6 +235,8 @@ impl Tally {
             duration: self.started.elapsed(),
             bytes: self.bytes,
             upstream_header_time: self.upstream_header_time,
+            cache: self.cache,
+            coding: self.coding,
         });
     }
 }

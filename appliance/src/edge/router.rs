@@ -136,6 +136,11 @@ impl Router {
         Self { routes }
     }
 
+    /// Every route, in match order.
+    pub fn routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes.iter()
+    }
+
     /// The route for `host` (without port) and `path`.
     pub fn find(&self, host: &str, path: &str) -> Option<&Route> {
         self.routes

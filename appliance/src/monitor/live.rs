@@ -137,20 +137,6 @@ impl Live {
 
     fn cache(&self, out: &mut Writer<'_>) -> fmt::Result {
         let report = self.edge.cache().report();
-        let lookups = [
-            ("hit", report.hits),
-            ("stale", report.stale),
-            ("revalidated", report.revalidated),
-            ("miss", report.misses),
-            ("bypass", report.bypasses),
-        ];
-        out.family(
-            "gatehouse_cache_lookups",
-            "Cache phase outcomes (X-Cache)",
-            None,
-            MetricType::Counter,
-            lookups.map(|(result, n)| ([("result", result)], n as f64)),
-        )?;
         out.counter(
             "gatehouse_cache_served",
             "Body bytes answered from the cache, as sent",

@@ -56,6 +56,18 @@ struct CodingLabels {
     coding: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteCodingLabels {
+    route: Arc<str>,
+    coding: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    route: Arc<str>,
+    result: &'static str,
+}
+
 /// Bytes into and out of one coding's compressor (their ratio is the compression ratio, their
 /// difference the bandwidth saved).
 #[derive(Clone, Debug, Default)]
@@ -112,6 +124,8 @@ pub struct Metrics {
     rate_limits: Family<DecisionLabels, Counter>,
     compression_input: Family<CodingLabels, Counter>,
     compression_output: Family<CodingLabels, Counter>,
+    compressible: Family<RouteCodingLabels, Counter>,
+    cache: Family<CacheLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -176,6 +190,18 @@ impl Default for Metrics {
             Unit::Bytes,
             compression_output.clone(),
         );
+        let compressible = Family::default();
+        registry.register(
+            "http_compressible_responses",
+            "Responses worth compressing (type and length), by route and the coding they were sent in",
+            compressible.clone(),
+        );
+        let cache = Family::default();
+        registry.register(
+            "cache_requests",
+            "What the cache did (X-Cache: hit, stale, revalidated, miss, bypass), by route",
+            cache.clone(),
+        );
         Self {
             registry,
             requests,
@@ -187,6 +213,8 @@ impl Default for Metrics {
             rate_limits,
             compression_input,
             compression_output,
+            compressible,
+            cache,
         }
     }
 }
@@ -205,6 +233,11 @@ pub struct Answered<'a> {
     pub bytes: u64,
     /// Time to the upstream's response head, when one answered.
     pub upstream_header_time: Option<Duration>,
+    /// What the cache did (`hit`, `miss`, ...), on routes with a cache.
+    pub cache: Option<&'static str>,
+    /// The coding a response worth compressing was sent in (`identity` when it went
+    /// uncompressed).
+    pub coding: Option<&'static str>,
 }
 
 impl Metrics {
@@ -229,6 +262,18 @@ impl Metrics {
             self.upstream_header_time
                 .get_or_create(&route)
                 .observe(header_time.as_secs_f64());
+        }
+        if let Some(result) = answered.cache {
+            let route = Arc::clone(&route.route);
+            self.cache
+                .get_or_create(&CacheLabels { route, result })
+                .inc();
+        }
+        if let Some(coding) = answered.coding {
+            let route = route.route;
+            self.compressible
+                .get_or_create(&RouteCodingLabels { route, coding })
+                .inc();
         }
     }
 
@@ -332,6 +377,8 @@ mod tests {
                 duration: Duration::from_millis(3),
                 bytes: 10,
                 upstream_header_time: None,
+                cache: (status == 200).then_some("hit"),
+                coding: Some("gzip"),
             });
         }
         let text = metrics.render(&Registry::default());
@@ -343,6 +390,10 @@ mod tests {
         );
         assert!(text.contains("gatehouse_http_response_body_bytes_total{route=\"api\"} 30"));
         assert!(text.contains("gatehouse_http_request_duration_seconds_count{route=\"api\"} 3"));
+        assert!(text.contains("gatehouse_cache_requests_total{route=\"api\",result=\"hit\"} 1"));
+        assert!(text.contains(
+            "gatehouse_http_compressible_responses_total{route=\"api\",coding=\"gzip\"} 3"
+        ));
         assert!(text.ends_with("# EOF\n"));
     }
 

@@ -21,6 +21,8 @@ pub enum Tree {
     PluginKv,
     /// The response cache's persistent tier, by cache key (rebuildable: a lost entry is a miss).
     HttpCache,
+    /// Alert firings and resolutions, by time (a bounded history).
+    Alerts,
 }
 
 impl Tree {
@@ -30,6 +32,7 @@ impl Tree {
             Self::Artifacts => "artifacts",
             Self::PluginKv => "plugin-kv",
             Self::HttpCache => "http-cache",
+            Self::Alerts => "alerts",
         }
     }
 }

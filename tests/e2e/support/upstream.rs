@@ -11,6 +11,7 @@
 //! - `/slow?ms=N`: answers after N ms
 //! - `/stall?ms=N`: sends half of a 10-byte body, stalls N ms, sends the rest
 //! - `/status/N`: answers status N
+//! - `/record`: keeps the request body (see [`Upstream::recorded`]), answers 204
 //! - `/ws`: WebSocket echo
 //! - `/cached/...?ms=N`: after N ms, `NAME GET TARGET ACCEPT-ENCODING` as text/plain with
 //!   `Cache-Control: max-age=60`, an `ETag` and a `Last-Modified` (add `&vary=NAME` for a
@@ -64,6 +65,7 @@ struct State {
     hits: AtomicUsize,
     gate: Notify,
     first_chunk: Notify,
+    recorded: std::sync::Mutex<Vec<Bytes>>,
 }
 
 /// A running test upstream. Stopping it closes the listener and every open connection.
@@ -143,6 +145,11 @@ impl Upstream {
     pub async fn wait_for_hits(&self, n: usize) {
         let what = format!("{n} requests reached the upstream");
         super::eventually(Duration::from_secs(5), &what, || async { self.hits() >= n }).await;
+    }
+
+    /// The bodies `/record` received, in order.
+    pub fn recorded(&self) -> Vec<Bytes> {
+        self.state.recorded.lock().unwrap().clone()
     }
 
     /// Lets `/gated` send the rest of its body.
@@ -337,6 +344,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
                 headers.insert("set-cookie", "visitor=1".parse().unwrap());
             }
             response
+        }
+        "/record" => {
+            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+            state
+                .recorded
+                .lock()
+                .unwrap()
+                .push(body.unwrap_or_default());
+            text(StatusCode::NO_CONTENT, String::new())
         }
         _ if path.starts_with("/status/") => {
             let code = path["/status/".len()..].parse().unwrap_or(500);

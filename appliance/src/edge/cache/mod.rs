@@ -105,6 +105,19 @@ pub(crate) enum CacheStatus {
     Bypass,
 }
 
+impl CacheStatus {
+    /// Its name in metrics.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Stale => "stale",
+            Self::Revalidated => "revalidated",
+            Self::Miss => "miss",
+            Self::Bypass => "bypass",
+        }
+    }
+}
+
 /// What the lookup decided.
 pub(crate) enum Lookup {
     /// Answer with this (a hit, a stale entry, or the 503 of a failed plugin that fails
@@ -340,7 +353,7 @@ impl CacheSettings {
         }
     }
 
-    /// Says what the cache did, in the configured header.
+    /// Says what the cache did, in the configured header and to the finish phase (metrics).
     pub(crate) fn mark<B>(&self, response: &mut HttpResponse<B>, status: CacheStatus) {
         if let Some(name) = &self.status_header {
             let value = match status {
@@ -354,6 +367,7 @@ impl CacheSettings {
                 .headers_mut()
                 .insert(name.clone(), HeaderValue::from_static(value));
         }
+        response.extensions_mut().insert(status);
     }
 }
 
@@ -716,6 +730,10 @@ fn answer(
     let mut response = HttpResponse::with_body(entry.status, BoxBody::new(body));
     *response.headers_mut() = headers;
     response.headers_mut().insert(AGE, age);
+    if entry.compressible {
+        // For the metrics: the coding this compressible answer went out in.
+        response.extensions_mut().insert(coding);
+    }
     response
 }
 

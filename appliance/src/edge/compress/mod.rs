@@ -92,6 +92,11 @@ impl CompressionSettings {
     /// allowed type (or any `+json` / `+xml` type), at least `min_length` bytes, not already
     /// encoded, and not marked `no-transform`.
     pub(crate) fn compressible(&self, headers: &HeaderMap, length: u64) -> bool {
+        self.enabled && self.worth_compressing(headers, length)
+    }
+
+    /// [`Self::compressible`], whether or not compression is turned on.
+    fn worth_compressing(&self, headers: &HeaderMap, length: u64) -> bool {
         let text = |name| {
             headers
                 .get(name)
@@ -109,7 +114,7 @@ impl CompressionSettings {
             .get_all(CACHE_CONTROL)
             .filter_map(|v| v.to_str().ok())
             .any(|v| v.to_ascii_lowercase().contains("no-transform"));
-        self.enabled && allowed && length >= self.min_length && !encoded && !no_transform
+        allowed && length >= self.min_length && !encoded && !no_transform
     }
 
     /// The response compressed as it streams, when it is worth it and the client accepts a
@@ -129,10 +134,16 @@ impl CompressionSettings {
             || status == StatusCode::PARTIAL_CONTENT
             || req.method() == Method::HEAD);
         let length = super::proxy::headers::content_length(response.headers()).unwrap_or(u64::MAX);
-        if !has_body || !self.compressible(response.headers(), length) {
+        if !has_body || !self.worth_compressing(response.headers(), length) {
+            return response;
+        }
+        if !self.enabled {
+            // Counted as sent uncompressed, so the recommendations can point at it.
+            response.extensions_mut().insert(Coding::Identity);
             return response;
         }
         let coding = negotiate(req.headers().get(ACCEPT_ENCODING), |_| true);
+        response.extensions_mut().insert(coding);
         mark_varying(response.headers_mut());
         if coding == Coding::Identity {
             return response;
