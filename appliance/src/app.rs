@@ -21,11 +21,8 @@ use crate::edge::redirect::Redirect;
 use crate::edge::tls::{self, CertResolver};
 use crate::edge::{self, EdgeState};
 use crate::file_stamp::FileStamp;
-use crate::monitor::advisor::Advisor;
-use crate::monitor::alerts::Alerts;
 use crate::monitor::health::{BoundAddrs, HealthSources};
-use crate::monitor::readings::Readings;
-use crate::monitor::schedule;
+use crate::monitor::{Monitors, schedule};
 use crate::policy::{self, Plugins, PolicyEngine};
 use crate::store::{self, SledStore, Store, Tree};
 use crate::telemetry;
@@ -136,21 +133,7 @@ impl App {
             instance,
             Some(Arc::clone(&store)),
         ));
-        let readings = Arc::new(Readings::new(
-            Arc::clone(&edge),
-            Instant::now(),
-            config.monitoring.window,
-        ));
-        let advisor = Arc::new(Advisor::new(
-            Arc::clone(&readings),
-            Arc::clone(&store),
-            config.monitoring.window,
-        ));
-        let alerts = Arc::new(Alerts::new(
-            Arc::clone(&readings),
-            Arc::clone(&store),
-            &config.alerts,
-        ));
+        let monitors = Monitors::new(&edge, Arc::clone(&store), config);
         let addrs = listeners.addrs();
         let (control, inbox) = unbounded_channel();
         let (started_tx, started_rx) = mpsc::channel();
@@ -158,9 +141,7 @@ impl App {
             loaded: self.loaded,
             edge,
             store,
-            readings,
-            advisor,
-            alerts,
+            monitors,
             admin_auth: Arc::new(admin_auth),
             policy,
             plugin_stamps,
@@ -380,9 +361,7 @@ struct Serving {
     loaded: Loaded,
     edge: Arc<EdgeState>,
     store: Arc<dyn Store>,
-    readings: Arc<Readings>,
-    advisor: Arc<Advisor>,
-    alerts: Arc<Alerts>,
+    monitors: Monitors,
     admin_auth: Arc<AdminAuth>,
     /// The policy engine, once any plugin has been configured.
     policy: Option<Arc<PolicyEngine>>,
@@ -426,12 +405,9 @@ impl Serving {
                 actix_rt::spawn(forward_signals(self.control.clone()));
             }
             if self.loaded.config.monitoring.enabled {
-                let (readings, advisor) = (Arc::clone(&self.readings), Arc::clone(&self.advisor));
-                let alerts = Arc::clone(&self.alerts);
+                let monitors = self.monitors.clone();
                 let config = self.loaded.config.monitoring.clone();
-                actix_rt::spawn(async move {
-                    schedule::run(readings, advisor, alerts, &config).await;
-                });
+                actix_rt::spawn(async move { schedule::run(monitors, &config).await });
             }
             actix_rt::spawn(admin::serve_control(
                 self.loaded.config.state.dir.clone(),
@@ -552,15 +528,13 @@ impl Serving {
         });
         let admin_edge = web::Data::from(Arc::clone(&self.edge));
         let auth = web::Data::from(Arc::clone(&self.admin_auth));
-        let advisor = web::Data::from(Arc::clone(&self.advisor));
-        let alerts = web::Data::from(Arc::clone(&self.alerts));
+        let monitors = web::Data::new(self.monitors.clone());
         let admin = HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(health.clone())
                 .app_data(admin_edge.clone())
                 .app_data(auth.clone())
-                .app_data(advisor.clone())
-                .app_data(alerts.clone())
+                .app_data(monitors.clone())
                 .configure(crate::admin::configure)
         })
         .workers(1)
@@ -697,6 +671,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("redis", old.redis != new.redis),
         ("monitoring", old.monitoring != new.monitoring),
         ("alerts", old.alerts != new.alerts),
+        ("trends", old.trends != new.trends),
         (
             "rate_limits.shared",
             old.rate_limits.shared != new.rate_limits.shared,

@@ -31,3 +31,4 @@ mod security_headers;
 mod static_files;
 mod timeouts;
 mod tls;
+mod trends;

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use super::error;
 use crate::edge::EdgeState;
 use crate::edge::cache::Purge;
-use crate::monitor::advisor::{Advice, Advisor};
-use crate::monitor::alerts::Alerts;
+use crate::monitor::Monitors;
+use crate::monitor::advisor::Advice;
+use crate::monitor::business::Posted;
+use crate::monitor::trends::TrendQuery;
 
 /// Routes of the API.
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
@@ -32,6 +34,9 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
             .route("/plugins", web::get().to(plugins))
             .route("/plugins/{name}/rollback", web::post().to(rollback))
             .route("/alerts", web::get().to(alerts))
+            .route("/business-metrics", web::post().to(post_business_metric))
+            .route("/trends", web::get().to(trend_metrics))
+            .route("/trends/{metric}", web::get().to(trend))
             .route("/recommendations", web::get().to(recommendations))
             .route(
                 "/recommendations/refresh",
@@ -44,8 +49,8 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
 const ALERT_HISTORY_SHOWN: usize = 100;
 
 /// `GET /api/v1/alerts`: every rule with its state, and the latest firings and resolutions.
-async fn alerts(alerts: web::Data<Alerts>) -> HttpResponse {
-    match web::block(move || alerts.report(ALERT_HISTORY_SHOWN)).await {
+async fn alerts(monitors: web::Data<Monitors>) -> HttpResponse {
+    match web::block(move || monitors.alerts.report(ALERT_HISTORY_SHOWN)).await {
         Ok(report) => HttpResponse::Ok().json(report),
         Err(err) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -55,13 +60,13 @@ async fn alerts(alerts: web::Data<Alerts>) -> HttpResponse {
 }
 
 /// `GET /api/v1/recommendations`: the latest advice and the snapshot it judged.
-async fn recommendations(advisor: web::Data<Advisor>) -> HttpResponse {
-    advice(web::block(move || advisor.latest()).await)
+async fn recommendations(monitors: web::Data<Monitors>) -> HttpResponse {
+    advice(web::block(move || monitors.advisor.latest()).await)
 }
 
 /// `POST /api/v1/recommendations/refresh`: judge the traffic of the window now.
-async fn refresh_recommendations(advisor: web::Data<Advisor>) -> HttpResponse {
-    advice(web::block(move || advisor.refresh()).await)
+async fn refresh_recommendations(monitors: web::Data<Monitors>) -> HttpResponse {
+    advice(web::block(move || monitors.advisor.refresh()).await)
 }
 
 fn advice(made: Result<Arc<Advice>, actix_web::error::BlockingError>) -> HttpResponse {
@@ -140,4 +145,101 @@ async fn rollback(edge: web::Data<EdgeState>, name: web::Path<String>) -> HttpRe
     let sha256 = plugin.current().sha256.clone();
     tracing::warn!(plugin = %name, %sha256, "plugin rolled back by the admin API");
     HttpResponse::Ok().json(serde_json::json!({ "name": name.as_str(), "sha256": sha256 }))
+}
+
+/// `POST /api/v1/business-metrics` with `{"name": ..., "value": ..., "labels": {...}, "add":
+/// bool}`: sets (or adds to) a business metric; answers with the value now held.
+async fn post_business_metric(
+    edge: web::Data<EdgeState>,
+    posted: web::Json<Posted>,
+) -> HttpResponse {
+    let name = posted.name.clone();
+    match edge.metrics().business().post(posted.into_inner()) {
+        Ok(value) => HttpResponse::Ok().json(serde_json::json!({ "name": name, "value": value })),
+        Err(refused) => error(StatusCode::BAD_REQUEST, &refused.to_string()),
+    }
+}
+
+/// `GET /api/v1/trends`: every metric recorded, with its number of series.
+async fn trend_metrics(monitors: web::Data<Monitors>) -> HttpResponse {
+    let Some(trends) = monitors.trends.clone() else {
+        return trends_off();
+    };
+    match web::block(move || trends.metrics()).await {
+        Ok(metrics) => HttpResponse::Ok().json(serde_json::json!({ "metrics": metrics })),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+    }
+}
+
+/// `GET /api/v1/trends/{metric}?since=1h` (or `from` / `to` in unix seconds), with
+/// `label.NAME=VALUE` to pick series and `rate=true` for per-second rates of counters.
+async fn trend(
+    monitors: web::Data<Monitors>,
+    metric: web::Path<String>,
+    params: web::Query<Vec<(String, String)>>,
+) -> HttpResponse {
+    let Some(trends) = monitors.trends.clone() else {
+        return trends_off();
+    };
+    let now = std::time::SystemTime::now();
+    let query = match trend_query(metric.into_inner(), &params, now) {
+        Ok(query) => query,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    match web::block(move || trends.query(&query, now)).await {
+        Ok(answer) => HttpResponse::Ok().json(answer),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
+    }
+}
+
+fn trends_off() -> HttpResponse {
+    error(
+        StatusCode::NOT_FOUND,
+        "trends are turned off (trends.enabled)",
+    )
+}
+
+/// The query in `params`: `since` (a duration, default 1h) or `from` and `to` (unix seconds),
+/// `rate`, and `label.NAME` filters.
+fn trend_query(
+    metric: String,
+    params: &[(String, String)],
+    now: std::time::SystemTime,
+) -> Result<TrendQuery, String> {
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let mut query = TrendQuery {
+        metric,
+        labels: Vec::new(),
+        from: now.saturating_sub(3600),
+        to: now,
+        rate: false,
+    };
+    let seconds = |value: &str| {
+        value
+            .parse::<u64>()
+            .map_err(|_| format!("{value:?} is not a time in unix seconds"))
+    };
+    for (name, value) in params {
+        match name.as_str() {
+            "since" => {
+                let span = humantime::parse_duration(value)
+                    .map_err(|err| format!("since={value:?}: {err}"))?;
+                query.from = now.saturating_sub(span.as_secs());
+            }
+            "from" => query.from = seconds(value)?,
+            "to" => query.to = seconds(value)?,
+            "rate" => query.rate = matches!(value.as_str(), "true" | "1"),
+            label => match label.strip_prefix("label.") {
+                Some(label) => query.labels.push((label.to_string(), value.clone())),
+                None => return Err(format!("unknown parameter {name:?}")),
+            },
+        }
+    }
+    if query.from > query.to {
+        return Err("from is after to".into());
+    }
+    Ok(query)
 }

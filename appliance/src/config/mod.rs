@@ -10,6 +10,7 @@ mod durations;
 mod env;
 mod load;
 mod locate;
+mod trends;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,6 +25,7 @@ use crate::policy::{Fallback, Grant, PluginKind};
 
 pub use alerts::{AlertRule, AlertSeverity, AlertsConfig, Measure};
 pub use load::{ConfigError, Loaded, load, load_from};
+pub use trends::{TrendTier, TrendsConfig};
 pub use validate::Problem;
 
 /// The whole configuration. Every field has a default, so an empty file (or none) is valid.
@@ -63,6 +65,9 @@ pub struct Config {
     /// Alert rules and the webhook they notify.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// Every metric as time series, downsampled as it ages.
+    #[serde(default)]
+    pub trends: TrendsConfig,
     /// The shared Redis tier for several instances (`HORIZONTAL_SCALING_ENABLED`).
     pub redis: RedisConfig,
     /// How the rate limits that routes' rate-limit plugins ask for are counted.
@@ -97,6 +102,7 @@ impl Default for Config {
             pool: PoolConfig::default(),
             monitoring: MonitoringConfig::default(),
             alerts: AlertsConfig::default(),
+            trends: TrendsConfig::default(),
             redis: RedisConfig::default(),
             rate_limits: RateLimitsConfig::default(),
         }

@@ -206,6 +206,37 @@ impl Config {
             ));
         }
         self.check_alerts(problems);
+        self.check_trends(problems);
+    }
+
+    fn check_trends(&self, problems: &mut Vec<Problem>) {
+        let tiers = &self.trends.tiers;
+        if tiers.is_empty() {
+            problems.push(Problem::new("trends.tiers", "needs at least one tier"));
+        }
+        for (index, tier) in tiers.iter().enumerate() {
+            let key = |field: &str| format!("trends.tiers.{index}.{field}");
+            if tier.step.subsec_nanos() != 0 || tier.step.is_zero() {
+                problems.push(Problem::new(
+                    &key("step"),
+                    "must be a whole number of seconds",
+                ));
+            }
+            if tier.keep < tier.step {
+                problems.push(Problem::new(&key("keep"), "must be at least the step"));
+            }
+            if let Some(finer) = index.checked_sub(1).map(|i| &tiers[i])
+                && (tier.step <= finer.step || tier.keep <= finer.keep)
+            {
+                problems.push(Problem::new(
+                    &key("step"),
+                    "tiers go from finest to coarsest: each step and keep longer than the last",
+                ));
+            }
+        }
+        if self.trends.max_series == 0 {
+            problems.push(Problem::new("trends.max_series", "must be at least 1"));
+        }
     }
 
     fn check_alerts(&self, problems: &mut Vec<Problem>) {

@@ -9,6 +9,8 @@ use std::borrow::Cow;
 pub(super) struct Sample<'a> {
     /// The sample's name, with its suffix (`_total`, `_bucket`, ...).
     pub(super) name: &'a str,
+    /// The name and the label set as written: which series this sample belongs to.
+    pub(super) series: &'a str,
     /// What is between the braces, unparsed (read with [`Sample::label`]).
     labels: &'a str,
     /// The value.
@@ -16,6 +18,11 @@ pub(super) struct Sample<'a> {
 }
 
 impl<'a> Sample<'a> {
+    /// Every label, unescaped, in the order written.
+    pub(super) fn labels(&self) -> impl Iterator<Item = (&'a str, Cow<'a, str>)> {
+        Labels(self.labels)
+    }
+
     /// The value of label `key`, unescaped.
     pub(super) fn label(&self, key: &str) -> Option<Cow<'a, str>> {
         Labels(self.labels)
@@ -30,18 +37,20 @@ pub(super) fn samples(text: &str) -> impl Iterator<Item = Sample<'_>> {
     text.lines().filter_map(sample)
 }
 
-fn sample(line: &str) -> Option<Sample<'_>> {
+/// The sample on `line`, if it is one.
+pub(super) fn sample(line: &str) -> Option<Sample<'_>> {
     if line.starts_with('#') || line.is_empty() {
         return None;
     }
-    let (name, labels, rest) = match line.find(['{', ' ']) {
+    let (name, labels, end) = match line.find(['{', ' ']) {
         Some(open) if line.as_bytes()[open] == b'{' => {
             let close = closing_brace(line, open)?;
-            (&line[..open], &line[open + 1..close], &line[close + 1..])
+            (&line[..open], &line[open + 1..close], close + 1)
         }
-        Some(space) => (&line[..space], "", &line[space..]),
+        Some(space) => (&line[..space], "", space),
         None => return None,
     };
+    let (series, rest) = line.split_at(end);
     // A timestamp or an exemplar may follow the value.
     let value = rest.split_ascii_whitespace().next()?;
     let value = match value {
@@ -51,6 +60,7 @@ fn sample(line: &str) -> Option<Sample<'_>> {
     };
     Some(Sample {
         name,
+        series,
         labels,
         value,
     })
@@ -127,6 +137,8 @@ mod tests {
         assert_eq!((all[0].name, all[0].value), ("x_total", 3.0));
         assert_eq!(all[1].label("route").as_deref(), Some("a"));
         assert_eq!(all[1].label("le").as_deref(), Some("+Inf"));
+        assert_eq!(all[1].series, "h_bucket{route=\"a\",le=\"+Inf\"}");
+        assert_eq!(all[0].series, "x_total");
         assert_eq!(all[2].value, 0.0015);
         assert_eq!(all[0].label("route"), None);
     }

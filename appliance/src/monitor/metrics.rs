@@ -19,6 +19,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use super::business::BusinessMetrics;
+
 /// Latency buckets: 100 µs to about a minute, each 1.5 times the last, so a percentile read
 /// from them is within 25% of the truth.
 fn latency_buckets() -> Histogram {
@@ -115,6 +117,7 @@ impl Decision {
 /// Event metrics, shared by every worker.
 pub struct Metrics {
     registry: Registry,
+    business: Arc<BusinessMetrics>,
     requests: Family<RequestLabels, Counter>,
     duration: Latency,
     response_bytes: Family<RouteLabels, Counter>,
@@ -202,8 +205,11 @@ impl Default for Metrics {
             "What the cache did (X-Cache: hit, stale, revalidated, miss, bypass), by route",
             cache.clone(),
         );
+        let business = Arc::new(BusinessMetrics::default());
+        registry.register_collector(business.collector());
         Self {
             registry,
+            business,
             requests,
             duration,
             response_bytes,
@@ -314,6 +320,11 @@ impl Metrics {
             input: self.compression_input.get_or_create(&labels).clone(),
             output: self.compression_output.get_or_create(&labels).clone(),
         }
+    }
+
+    /// The values the app posts (orders, sign-ups, ...).
+    pub fn business(&self) -> &Arc<BusinessMetrics> {
+        &self.business
     }
 
     /// The event metrics, then `live` (state read now), in the OpenMetrics text format.

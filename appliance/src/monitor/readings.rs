@@ -34,10 +34,15 @@ impl Readings {
         readings
     }
 
+    /// Every metric now, in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let live = live::registry(Arc::clone(&self.edge), self.started);
+        self.edge.metrics().render(&live)
+    }
+
     /// The metrics as of now, not kept.
     pub fn read(&self) -> Totals {
-        let live = live::registry(Arc::clone(&self.edge), self.started);
-        Totals::read(&self.edge.metrics().render(&live), Instant::now())
+        Totals::read(&self.render(), Instant::now())
     }
 
     /// Takes a reading and keeps it; forgets those older than needed.

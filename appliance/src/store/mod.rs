@@ -23,6 +23,8 @@ pub enum Tree {
     HttpCache,
     /// Alert firings and resolutions, by time (a bounded history).
     Alerts,
+    /// Metric time series: the series names, and one frame of values per tier and step.
+    Trends,
 }
 
 impl Tree {
@@ -33,6 +35,7 @@ impl Tree {
             Self::PluginKv => "plugin-kv",
             Self::HttpCache => "http-cache",
             Self::Alerts => "alerts",
+            Self::Trends => "trends",
         }
     }
 }
@@ -50,13 +53,22 @@ pub trait Store: Send + Sync {
     fn delete(&self, tree: Tree, key: &[u8]) -> Result<(), StoreError>;
     /// Every key starting with `prefix`, with its value, in key order.
     fn scan_prefix(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Entry>, StoreError>;
-    /// Calls `visit` with every key and value in key order, one at a time (a tree may be larger
-    /// than memory), until it returns false.
+    /// Calls `visit` with every key from `start` on and its value, in key order, one at a time
+    /// (a tree may be larger than memory), until it returns false.
+    fn visit_from(
+        &self,
+        tree: Tree,
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError>;
+    /// [`Store::visit_from`] the first key.
     fn visit(
         &self,
         tree: Tree,
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        self.visit_from(tree, &[], visit)
+    }
     /// Makes every write so far durable.
     fn flush(&self) -> Result<(), StoreError>;
     /// A write-read round trip and the size on disk, for `/healthz` and `/readyz`.

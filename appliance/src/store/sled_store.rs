@@ -117,12 +117,13 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn visit(
+    fn visit_from(
         &self,
         tree: Tree,
+        start: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), StoreError> {
-        for entry in self.tree(tree)?.iter() {
+        for entry in self.tree(tree)?.range(start..) {
             let (key, value) = entry?;
             if !visit(&key, &value) {
                 break;
