@@ -21,6 +21,7 @@ use crate::edge::redirect::Redirect;
 use crate::edge::tls::{self, CertResolver};
 use crate::edge::{self, EdgeState};
 use crate::file_stamp::FileStamp;
+use crate::loadtest;
 use crate::monitor::health::{BoundAddrs, HealthSources};
 use crate::monitor::{Monitors, schedule};
 use crate::policy::{self, Plugins, PolicyEngine};
@@ -409,6 +410,11 @@ impl Serving {
                 let config = self.loaded.config.monitoring.clone();
                 actix_rt::spawn(async move { schedule::run(monitors, &config).await });
             }
+            if self.loaded.config.load_test.enabled {
+                let config = self.loaded.config.load_test.clone();
+                let log = Arc::clone(&self.monitors.load_tests);
+                actix_rt::spawn(loadtest::schedule::run(config, log));
+            }
             actix_rt::spawn(admin::serve_control(
                 self.loaded.config.state.dir.clone(),
                 Arc::clone(&self.admin_auth),
@@ -672,6 +678,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("monitoring", old.monitoring != new.monitoring),
         ("alerts", old.alerts != new.alerts),
         ("trends", old.trends != new.trends),
+        ("load_test", old.load_test != new.load_test),
         (
             "rate_limits.shared",
             old.rate_limits.shared != new.rate_limits.shared,

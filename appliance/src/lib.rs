@@ -18,6 +18,7 @@ pub mod app;
 pub mod config;
 pub mod edge;
 mod file_stamp;
+pub mod loadtest;
 pub mod monitor;
 pub mod policy;
 mod redis;

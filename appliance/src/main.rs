@@ -3,10 +3,14 @@
 // The library keeps stdout for the access log; the CLI's own answers belong there.
 #![allow(clippy::print_stdout)]
 
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use gatehouse::loadtest::{self, LoadTest, Progress};
 use gatehouse::policy::{Inspection, PluginKind, tool};
 use gatehouse::{App, AppError, config, telemetry};
 
@@ -47,6 +51,24 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Load a URL at rising concurrency and print requests per second, average and p99
+    /// latency and failures per level.
+    Bench {
+        /// The http:// or https:// URL, requested with GET.
+        url: String,
+        /// Concurrent clients per level, comma-separated.
+        #[arg(short, long, value_delimiter = ',', default_values_t = [5, 20, 50])]
+        concurrency: Vec<usize>,
+        /// How long each level lasts (10s, 1m, ...).
+        #[arg(short, long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Time one request may take before it counts as failed.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+        /// Print the report as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the version.
     Version,
@@ -107,6 +129,21 @@ fn main() -> ExitCode {
             command: AdminTokenCommand::Rotate { config },
         } => return rotate_admin_token(config.as_deref()),
         Command::Policy { command } => return policy(command),
+        Command::Bench {
+            url,
+            concurrency,
+            duration,
+            timeout,
+            json,
+        } => {
+            let test = LoadTest {
+                url,
+                levels: concurrency,
+                duration,
+                timeout,
+            };
+            return bench(&test, json);
+        }
         Command::Version => {
             println!("gatehouse {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -138,6 +175,64 @@ fn check(file: &Path) -> Result<(), AppError> {
     App::new(loaded).check()?;
     println!("{}: ok", file.display());
     Ok(())
+}
+
+fn bench(test: &LoadTest, json: bool) -> ExitCode {
+    let progress = Progress::default();
+    let done = AtomicBool::new(false);
+    let report = std::thread::scope(|scope| {
+        if !json && std::io::stderr().is_terminal() {
+            scope.spawn(|| show_progress(test, &progress, &done));
+        }
+        let report = loadtest::run(test, &progress);
+        done.store(true, Ordering::Relaxed);
+        report
+    });
+    match report {
+        Ok(report) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).expect("a report serializes")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            print!("{}", loadtest::table(&report));
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("gatehouse bench: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A progress bar on stderr: the level running, time through it and requests so far.
+fn show_progress(test: &LoadTest, progress: &Progress, done: &AtomicBool) {
+    const WIDTH: usize = 30;
+    let mut level_started = (u64::MAX, Instant::now());
+    while !done.load(Ordering::Relaxed) {
+        let level = progress.level.load(Ordering::Relaxed);
+        if level != level_started.0 {
+            level_started = (level, Instant::now());
+        }
+        let share =
+            (level_started.1.elapsed().as_secs_f64() / test.duration.as_secs_f64()).min(1.0);
+        let filled = (share * WIDTH as f64) as usize;
+        let users = test.levels.get(level as usize).copied().unwrap_or(0);
+        eprint!(
+            "\r  level {}/{} ({users} users) [{}{}] {:>3.0}%  {} requests ",
+            level + 1,
+            test.levels.len(),
+            "#".repeat(filled),
+            ".".repeat(WIDTH - filled),
+            share * 100.0,
+            progress.completed.load(Ordering::Relaxed)
+        );
+        let _ = std::io::stderr().flush();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprint!("\r{}\r", " ".repeat(80));
 }
 
 fn rotate_admin_token(file: Option<&Path>) -> ExitCode {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Gatehouse, Upstream, client, eventually};
+use crate::support::{Gatehouse, Upstream, api_site, client, eventually};
 
 /// The rule called `name` in the alerts report.
 fn rule<'a>(report: &'a Value, name: &str) -> &'a Value {
@@ -29,8 +29,10 @@ fn recorded(hook: &Upstream) -> Vec<Value> {
 async fn a_rule_fires_on_errors_resolves_when_they_stop_and_the_webhook_hears_both() {
     let upstream = Upstream::start("app").await;
     let hook = Upstream::start("hook").await;
-    let gatehouse = Gatehouse::start(&format!(
-        r#"
+    let gatehouse = Gatehouse::start(&api_site(
+        &upstream,
+        &format!(
+            r#"
 [monitoring]
 window = "10s"
 sample_interval = "200ms"
@@ -48,16 +50,9 @@ for = "400ms"
 window = "2s"
 severity = "critical"
 min_requests_per_second = 0
-
-[[routes]]
-name = "api"
-path = "/"
-upstream = "app"
-
-[upstreams.app]
-servers = ["{}"]
 "#,
-        hook.addr, upstream.addr
+            hook.addr
+        ),
     ));
     let before = gatehouse.admin_json("/api/v1/alerts").await;
     assert_eq!(rule(&before, "api-errors")["state"], "ok", "{before:#}");

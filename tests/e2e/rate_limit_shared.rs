@@ -102,6 +102,11 @@ async fn redis_killed_mid_test(when_down: &str, check: impl AsyncFnOnce(&[Gateho
     let upstream = Upstream::start("app").await;
     let extra = format!("when_redis_down = \"{when_down}\"");
     let site = shared_limit(&upstream, &redis.url(), "gatehouse:", 4, &extra);
+    // The built-in redis-down rule waits 10 s; this one fires at once.
+    let site = format!(
+        "{site}\n[monitoring]\nsample_interval = \"200ms\"\n\n\
+         [[alerts.rules]]\nname = \"redis-down\"\nmeasure = \"redis_up\"\nbelow = 1\n"
+    );
     let instances = [Gatehouse::start(&site), Gatehouse::start(&site)];
     for gatehouse in &instances {
         connected(gatehouse).await;
@@ -124,6 +129,7 @@ async fn redis_killed_mid_test(when_down: &str, check: impl AsyncFnOnce(&[Gateho
         .await;
     }
     check(&instances).await;
+    redis_alert(&instances[0], "firing").await;
     let ready: Value = instances[0].admin_json("/readyz").await;
     assert!(
         ready["degraded"][0]
@@ -142,6 +148,7 @@ async fn redis_killed_mid_test(when_down: &str, check: impl AsyncFnOnce(&[Gateho
     for gatehouse in &instances {
         connected(gatehouse).await;
     }
+    redis_alert(&instances[0], "ok").await;
     let (status, state) = request(&instances[1]).await;
     assert_eq!(
         (status, state.as_str()),
@@ -149,6 +156,19 @@ async fn redis_killed_mid_test(when_down: &str, check: impl AsyncFnOnce(&[Gateho
         "counted in the new Redis"
     );
     redis.kill();
+}
+
+/// Waits until the `redis-down` alert rule of `gatehouse` is in `state`.
+async fn redis_alert(gatehouse: &Gatehouse, state: &str) {
+    eventually(Duration::from_secs(10), "the redis-down alert", || async {
+        let report = gatehouse.admin_json("/api/v1/alerts").await;
+        report["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|rule| rule["name"] == "redis-down" && rule["state"] == state)
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::support::{Gatehouse, Upstream, client, json_of};
+use crate::support::{Gatehouse, Upstream, api_site, client, json_of};
 
 /// The ids of the recommendations in `advice`.
 fn ids(advice: &Value) -> Vec<&str> {
@@ -125,7 +125,8 @@ servers = ["{}"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_advisors_replace_the_builtin_and_judge_only_the_window() {
     let upstream = Upstream::start("app").await;
-    let gatehouse = Gatehouse::start(&format!(
+    let gatehouse = Gatehouse::start(&api_site(
+        &upstream,
         r#"
 [monitoring]
 window = "5s"
@@ -134,17 +135,8 @@ sample_interval = "500ms"
 [plugins.strict]
 kind = "recommendations"
 source = "builtin:recommendations"
-config = {{ error_ratio = 0.6 }}
-
-[[routes]]
-name = "api"
-path = "/"
-upstream = "app"
-
-[upstreams.app]
-servers = ["{}"]
+config = { error_ratio = 0.6 }
 "#,
-        upstream.addr
     ));
     let http = client(None);
     let send = async |path: &str| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::support::{Gatehouse, Upstream, client, eventually};
+use crate::support::{Gatehouse, Upstream, api_site, client, eventually};
 
 async fn post_business(gatehouse: &Gatehouse, body: Value) -> (u16, Value) {
     let answer = gatehouse
@@ -34,18 +34,7 @@ fn points(answer: &Value) -> Vec<(u64, f64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_business_values_become_time_series() {
     let upstream = Upstream::start("app").await;
-    let gatehouse = Gatehouse::start(&format!(
-        r#"
-[[routes]]
-name = "api"
-path = "/"
-upstream = "app"
-
-[upstreams.app]
-servers = ["{}"]
-"#,
-        upstream.addr
-    ));
+    let gatehouse = Gatehouse::start(&api_site(&upstream, ""));
     let order = json!({ "name": "orders", "value": 3, "labels": { "plan": "pro" }, "add": true });
     assert_eq!(
         post_business(&gatehouse, order.clone()).await.1["value"],

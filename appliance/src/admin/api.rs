@@ -16,18 +16,8 @@ use crate::monitor::trends::TrendQuery;
 
 /// Routes of the API.
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
-    let json = web::JsonConfig::default()
-        .limit(64 * 1024)
-        .error_handler(|err, _| {
-            let answer = error(
-                StatusCode::BAD_REQUEST,
-                &format!("invalid request body: {err}"),
-            );
-            actix_web::error::InternalError::from_response(err, answer).into()
-        });
     config.service(
         web::scope("/api/v1")
-            .app_data(json)
             .route("/cache", web::get().to(cache_report))
             .route("/cache/purge", web::post().to(purge))
             .route("/cache/hosts/{host}", web::delete().to(purge_host))
@@ -35,6 +25,7 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
             .route("/plugins/{name}/rollback", web::post().to(rollback))
             .route("/alerts", web::get().to(alerts))
             .route("/business-metrics", web::post().to(post_business_metric))
+            .route("/load-tests", web::get().to(load_tests))
             .route("/trends", web::get().to(trend_metrics))
             .route("/trends/{metric}", web::get().to(trend))
             .route("/recommendations", web::get().to(recommendations))
@@ -60,7 +51,7 @@ async fn alerts(monitors: web::Data<Monitors>) -> HttpResponse {
 }
 
 /// `GET /api/v1/recommendations`: the latest advice and the snapshot it judged.
-async fn recommendations(monitors: web::Data<Monitors>) -> HttpResponse {
+pub(super) async fn recommendations(monitors: web::Data<Monitors>) -> HttpResponse {
     advice(web::block(move || monitors.advisor.latest()).await)
 }
 
@@ -149,7 +140,7 @@ async fn rollback(edge: web::Data<EdgeState>, name: web::Path<String>) -> HttpRe
 
 /// `POST /api/v1/business-metrics` with `{"name": ..., "value": ..., "labels": {...}, "add":
 /// bool}`: sets (or adds to) a business metric; answers with the value now held.
-async fn post_business_metric(
+pub(super) async fn post_business_metric(
     edge: web::Data<EdgeState>,
     posted: web::Json<Posted>,
 ) -> HttpResponse {
@@ -157,6 +148,14 @@ async fn post_business_metric(
     match edge.metrics().business().post(posted.into_inner()) {
         Ok(value) => HttpResponse::Ok().json(serde_json::json!({ "name": name, "value": value })),
         Err(refused) => error(StatusCode::BAD_REQUEST, &refused.to_string()),
+    }
+}
+
+/// `GET /api/v1/load-tests`: the scheduled load test runs kept, newest first.
+async fn load_tests(monitors: web::Data<Monitors>) -> HttpResponse {
+    match web::block(move || monitors.load_tests.runs()).await {
+        Ok(runs) => HttpResponse::Ok().json(runs),
+        Err(err) => error(StatusCode::INTERNAL_SERVER_ERROR, &err.to_string()),
     }
 }
 
@@ -171,9 +170,10 @@ async fn trend_metrics(monitors: web::Data<Monitors>) -> HttpResponse {
     }
 }
 
-/// `GET /api/v1/trends/{metric}?since=1h` (or `from` / `to` in unix seconds), with
-/// `label.NAME=VALUE` to pick series and `rate=true` for per-second rates of counters.
-async fn trend(
+/// `GET /api/v1/trends/{metric}?since=1h` (or `from` / `to` in unix seconds; `range` is
+/// `since`), with `label.NAME=VALUE` to pick series, `step=1m` for coarser points and
+/// `rate=true` for per-second rates of counters.
+pub(super) async fn trend(
     monitors: web::Data<Monitors>,
     metric: web::Path<String>,
     params: web::Query<Vec<(String, String)>>,
@@ -199,8 +199,8 @@ fn trends_off() -> HttpResponse {
     )
 }
 
-/// The query in `params`: `since` (a duration, default 1h) or `from` and `to` (unix seconds),
-/// `rate`, and `label.NAME` filters.
+/// The query in `params`: `since` or `range` (a duration, default 1h) or `from` and `to` (unix
+/// seconds), `step` (a duration), `rate`, and `label.NAME` filters. Errors name the parameter.
 fn trend_query(
     metric: String,
     params: &[(String, String)],
@@ -215,22 +215,25 @@ fn trend_query(
         labels: Vec::new(),
         from: now.saturating_sub(3600),
         to: now,
+        step: None,
         rate: false,
+    };
+    let duration = |name: &str, value: &str| {
+        humantime::parse_duration(value)
+            .or_else(|_| value.parse().map(std::time::Duration::from_secs))
+            .map_err(|err| format!("{name}={value:?}: {err}"))
     };
     let seconds = |value: &str| {
         value
             .parse::<u64>()
-            .map_err(|_| format!("{value:?} is not a time in unix seconds"))
+            .map_err(|_| format!("from/to={value:?}: not a time in unix seconds"))
     };
     for (name, value) in params {
         match name.as_str() {
-            "since" => {
-                let span = humantime::parse_duration(value)
-                    .map_err(|err| format!("since={value:?}: {err}"))?;
-                query.from = now.saturating_sub(span.as_secs());
-            }
+            "since" | "range" => query.from = now.saturating_sub(duration(name, value)?.as_secs()),
             "from" => query.from = seconds(value)?,
             "to" => query.to = seconds(value)?,
+            "step" => query.step = Some(duration(name, value)?.as_secs().max(1)),
             "rate" => query.rate = matches!(value.as_str(), "true" | "1"),
             label => match label.strip_prefix("label.") {
                 Some(label) => query.labels.push((label.to_string(), value.clone())),

@@ -1,11 +1,13 @@
-//! The admin listener: health endpoints, `/metrics` and the JSON API ([`api`]); the web UI joins
-//! it later.
+//! The admin listener: health endpoints, `/metrics`, the JSON API ([`api`]) and the reference
+//! deployment's paths ([`reference`]), described by `/api/openapi.json`; the web UI joins it
+//! later.
 //! It serves operators, not the public, and listens on loopback by default. Everything but
 //! `/health*` needs the admin token ([`token`]); the control socket ([`control`]) lets the
 //! machine's operator rotate it.
 
 mod api;
 mod control;
+mod reference;
 mod token;
 
 pub(crate) use control::serve as serve_control;
@@ -32,12 +34,16 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config
         .route("/health", web::get().to(|| async { liveness() }))
         .route("/healthz", web::get().to(healthz))
+        .route("/api/openapi.json", web::get().to(reference::openapi))
         .service(
             web::scope("")
                 .wrap(from_fn(require_token))
+                .app_data(json_body())
+                .app_data(query_string())
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics))
-                .configure(api::configure),
+                .configure(api::configure)
+                .configure(reference::configure),
         );
 }
 
@@ -95,6 +101,30 @@ async fn require_token(
         }
     };
     Ok(req.into_response(refused))
+}
+
+/// JSON bodies of at most 64 KiB; a bad one is a 400 whose JSON error names the field.
+fn json_body() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(64 * 1024)
+        .error_handler(|err, _| {
+            let answer = error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid request body: {err}"),
+            );
+            actix_web::error::InternalError::from_response(err, answer).into()
+        })
+}
+
+/// A query string that does not parse is a 400 with a JSON error.
+fn query_string() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _| {
+        let answer = error(
+            StatusCode::BAD_REQUEST,
+            &format!("invalid query string: {err}"),
+        );
+        actix_web::error::InternalError::from_response(err, answer).into()
+    })
 }
 
 /// A JSON error answer: `{"error": "..."}`.

@@ -87,6 +87,22 @@ impl AlertRule {
         0.1
     }
 
+    /// While Redis is unreachable: shared rate limits fall back to counting per instance (or
+    /// refuse, when `closed`) and the cache to its local tiers. Added when Redis is enabled.
+    pub fn redis_down(severity: AlertSeverity) -> AlertRule {
+        AlertRule {
+            name: "redis-down".into(),
+            measure: Measure::RedisUp,
+            route: Self::all_routes(),
+            above: None,
+            below: Some(1.0),
+            hold: Duration::from_secs(10),
+            window: Self::default_window(),
+            severity,
+            min_requests_per_second: 0.0,
+        }
+    }
+
     /// The built-in rules: the reference deployment's scaling indicators.
     pub fn defaults() -> Vec<AlertRule> {
         let rule = |name: &str, measure, above| AlertRule {
@@ -136,6 +152,8 @@ pub enum Measure {
     CacheHitRatio,
     /// The busiest database pool's share of its connections in use, 0 to 1.
     PoolUsageRatio,
+    /// 1 while Redis is reachable, 0 while not (shared limits and cache fall back).
+    RedisUp,
 }
 
 /// How urgent an alert is.

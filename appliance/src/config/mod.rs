@@ -9,6 +9,7 @@ mod alerts;
 mod durations;
 mod env;
 mod load;
+mod loadtest;
 mod locate;
 mod trends;
 mod validate;
@@ -25,6 +26,7 @@ use crate::policy::{Fallback, Grant, PluginKind};
 
 pub use alerts::{AlertRule, AlertSeverity, AlertsConfig, Measure};
 pub use load::{ConfigError, Loaded, load, load_from};
+pub use loadtest::LoadTestConfig;
 pub use trends::{TrendTier, TrendsConfig};
 pub use validate::Problem;
 
@@ -68,6 +70,9 @@ pub struct Config {
     /// Every metric as time series, downsampled as it ages.
     #[serde(default)]
     pub trends: TrendsConfig,
+    /// The built-in load test on a schedule.
+    #[serde(default)]
+    pub load_test: LoadTestConfig,
     /// The shared Redis tier for several instances (`HORIZONTAL_SCALING_ENABLED`).
     pub redis: RedisConfig,
     /// How the rate limits that routes' rate-limit plugins ask for are counted.
@@ -103,6 +108,7 @@ impl Default for Config {
             monitoring: MonitoringConfig::default(),
             alerts: AlertsConfig::default(),
             trends: TrendsConfig::default(),
+            load_test: LoadTestConfig::default(),
             redis: RedisConfig::default(),
             rate_limits: RateLimitsConfig::default(),
         }

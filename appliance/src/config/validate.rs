@@ -207,6 +207,45 @@ impl Config {
         }
         self.check_alerts(problems);
         self.check_trends(problems);
+        self.check_load_test(problems);
+    }
+
+    fn check_load_test(&self, problems: &mut Vec<Problem>) {
+        let test = &self.load_test;
+        for (index, url) in test.urls.iter().enumerate() {
+            let parsed = url.parse::<actix_web::http::Uri>();
+            let web = parsed.is_ok_and(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+            });
+            if !web {
+                problems.push(Problem::new(
+                    &format!("load_test.urls.{index}"),
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+        }
+        if test.enabled && test.urls.is_empty() {
+            problems.push(Problem::new(
+                "load_test.urls",
+                "name at least one URL to load (only configured URLs are)",
+            ));
+        }
+        if test.levels.is_empty() || test.levels.iter().any(|&n| n == 0 || n > 10_000) {
+            problems.push(Problem::new(
+                "load_test.levels",
+                "each level is 1 to 10000 concurrent clients, and there is at least one",
+            ));
+        }
+        for (key, value) in [
+            ("load_test.interval", test.interval),
+            ("load_test.duration", test.duration),
+            ("load_test.timeout", test.timeout),
+        ] {
+            check_positive(key, value, problems);
+        }
+        if test.history == 0 {
+            problems.push(Problem::new("load_test.history", "must be at least 1"));
+        }
     }
 
     fn check_trends(&self, problems: &mut Vec<Problem>) {

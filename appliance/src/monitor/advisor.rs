@@ -78,6 +78,11 @@ impl Advisor {
         }
     }
 
+    /// The traffic of the window up to now, and the span it really covers.
+    pub fn snapshot(&self) -> (Snapshot, Duration) {
+        self.readings.snapshot(self.window, &self.readings.read())
+    }
+
     /// The latest advice, made now if there is none yet.
     pub fn latest(&self) -> Arc<Advice> {
         let latest = self.latest.lock().expect("advice lock").clone();
@@ -86,7 +91,7 @@ impl Advisor {
 
     /// Judges a new snapshot now.
     pub fn refresh(&self) -> Arc<Advice> {
-        let (snapshot, span) = self.readings.snapshot(self.window, &self.readings.read());
+        let (snapshot, span) = self.snapshot();
         let mut recommendations = Vec::new();
         let mut failures = Vec::new();
         self.each_plugin(|name, plugin| match plugin.current().recommend(&snapshot) {

@@ -3,19 +3,17 @@
 //! are kept in the state store (a bounded history) and POSTed to the webhook, if any, with
 //! bounded retries.
 
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::readings::Readings;
 use super::totals::Totals;
-use crate::config::{AlertRule, AlertSeverity, AlertsConfig, Measure};
+use crate::config::{AlertRule, AlertSeverity, AlertsConfig, Config, Measure, WhenRedisDown};
 use crate::policy::recommend_types::Snapshot;
-use crate::store::{Store, Tree};
+use crate::store::{BoundedLog, Store, Tree};
 
 /// A rule fired or resolved.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,28 +70,24 @@ struct RuleState {
 /// The rules, their states and the history.
 pub struct Alerts {
     readings: Arc<Readings>,
-    store: Arc<dyn Store>,
     rules: Vec<(AlertRule, Mutex<RuleState>)>,
-    history: usize,
+    history: BoundedLog,
     webhook: Option<Webhook>,
-    /// Orders events written in the same millisecond.
-    sequence: AtomicU32,
 }
 
 impl Alerts {
     /// The rules of `config` over `readings`, with their history in `store`.
-    pub fn new(readings: Arc<Readings>, store: Arc<dyn Store>, config: &AlertsConfig) -> Self {
-        let webhook = config.webhook.as_ref().map(|url| Webhook::new(url, config));
+    pub fn new(readings: Arc<Readings>, store: Arc<dyn Store>, config: &Config) -> Self {
+        let alerts = &config.alerts;
+        let webhook = alerts.webhook.as_ref().map(|url| Webhook::new(url, alerts));
         Self {
             readings,
-            store,
             rules: rules_in_force(config)
                 .into_iter()
                 .map(|rule| (rule, Mutex::default()))
                 .collect(),
-            history: config.history,
+            history: BoundedLog::new(store, Tree::Alerts, alerts.history),
             webhook,
-            sequence: AtomicU32::new(0),
         }
     }
 
@@ -111,7 +105,10 @@ impl Alerts {
                     &windows.last().expect("pushed").1
                 }
             };
-            let value = measure(snapshot, rule);
+            let value = match rule.measure {
+                Measure::RedisUp => now.redis_up,
+                _ => measure(snapshot, rule),
+            };
             let mut state = state.lock().expect("alert state lock");
             state.value = value;
             if let Some(event) = step(rule, &mut state, value, wall) {
@@ -154,70 +151,36 @@ impl Alerts {
             .collect();
         AlertsReport {
             rules,
-            history: self.history(latest),
+            history: self.history.latest(latest),
         }
     }
 
     fn record(&self, event: &AlertEvent) {
         log_event(event);
-        let millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as u64;
-        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
-        let mut key = millis.to_be_bytes().to_vec();
-        key.extend_from_slice(&sequence.to_be_bytes());
-        let stored = serde_json::to_vec(event)
-            .map_err(|err| err.to_string())
-            .and_then(|value| {
-                self.store
-                    .put(Tree::Alerts, &key, &value)
-                    .map_err(|err| err.to_string())
-            });
-        if let Err(err) = stored {
+        if let Err(err) = self.history.append(event) {
             error!(error = %err, "cannot keep an alert in the history");
         }
-        self.trim();
-    }
-
-    /// Drops the oldest events beyond the history's bound.
-    fn trim(&self) {
-        let mut keys = Vec::new();
-        let _ = self.store.visit(Tree::Alerts, &mut |key, _| {
-            keys.push(key.to_vec());
-            true
-        });
-        for key in keys.iter().take(keys.len().saturating_sub(self.history)) {
-            let _ = self.store.delete(Tree::Alerts, key);
-        }
-    }
-
-    fn history(&self, latest: usize) -> Vec<AlertEvent> {
-        let mut events = Vec::new();
-        let _ = self.store.visit(Tree::Alerts, &mut |_, value| {
-            if let Ok(event) = serde_json::from_slice(value) {
-                events.push(event);
-            }
-            true
-        });
-        events.reverse();
-        events.truncate(latest);
-        events
     }
 }
 
-/// The built-in rules (unless turned off), with configured rules of the same name replacing
-/// them, then the other configured rules.
-fn rules_in_force(config: &AlertsConfig) -> Vec<AlertRule> {
-    let mut rules: Vec<AlertRule> = if config.defaults {
-        AlertRule::defaults()
-            .into_iter()
-            .filter(|default| config.rules.iter().all(|rule| rule.name != default.name))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    rules.extend(config.rules.iter().cloned());
+/// The built-in rules (unless turned off; `redis-down` with Redis on, critical when shared
+/// limits then refuse), with configured rules of the same name replacing them, then the other
+/// configured rules.
+fn rules_in_force(config: &Config) -> Vec<AlertRule> {
+    let alerts = &config.alerts;
+    let mut rules = Vec::new();
+    if alerts.defaults {
+        rules = AlertRule::defaults();
+        if config.redis.enabled {
+            let severity = match config.rate_limits.when_redis_down {
+                WhenRedisDown::Closed => AlertSeverity::Critical,
+                WhenRedisDown::Open => AlertSeverity::Warning,
+            };
+            rules.push(AlertRule::redis_down(severity));
+        }
+        rules.retain(|default| alerts.rules.iter().all(|rule| rule.name != default.name));
+    }
+    rules.extend(alerts.rules.iter().cloned());
     rules
 }
 
@@ -363,6 +326,8 @@ impl Webhook {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     fn rule(hold: u64) -> AlertRule {
@@ -419,16 +384,33 @@ mod tests {
 
     #[test]
     fn configured_rules_replace_defaults_of_the_same_name() {
-        let mut config = AlertsConfig::default();
+        let mut config = Config::default();
         let mut stricter = rule(0);
         stricter.name = "cpu-high".into();
-        config.rules.push(stricter);
+        config.alerts.rules.push(stricter);
         let rules = rules_in_force(&config);
         assert_eq!(rules.len(), 5);
         let cpu: Vec<_> = rules.iter().filter(|r| r.name == "cpu-high").collect();
         assert_eq!(cpu.len(), 1);
         assert_eq!(cpu[0].measure, Measure::ErrorRatio);
-        config.defaults = false;
+        config.alerts.defaults = false;
         assert_eq!(rules_in_force(&config).len(), 1);
+    }
+
+    #[test]
+    fn with_redis_a_lost_connection_is_a_rule_critical_when_limits_then_refuse() {
+        let mut config = Config::default();
+        config.redis.enabled = true;
+        let redis = |config: &Config| {
+            rules_in_force(config)
+                .into_iter()
+                .find(|rule| rule.name == "redis-down")
+                .map(|rule| rule.severity)
+        };
+        assert_eq!(redis(&config), Some(AlertSeverity::Warning));
+        config.rate_limits.when_redis_down = WhenRedisDown::Closed;
+        assert_eq!(redis(&config), Some(AlertSeverity::Critical));
+        config.redis.enabled = false;
+        assert_eq!(redis(&config), None);
     }
 }

@@ -25,12 +25,14 @@ const MAX_LABEL_VALUE: usize = 128;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Posted {
-    /// `[a-z_][a-z0-9_]*`, at most 64 characters.
+    /// `[a-z_][a-z0-9_]*`, at most 64 characters (`metric_name` and `metric` are accepted too,
+    /// as the reference deployment's scripts send them).
+    #[serde(alias = "metric_name", alias = "metric")]
     pub name: String,
     /// The value, or the amount to add.
     pub value: f64,
-    /// Labels, named like the name.
-    #[serde(default)]
+    /// Labels, named like the name (`tags` is accepted too).
+    #[serde(default, alias = "tags")]
     pub labels: BTreeMap<String, String>,
     /// Add `value` to the current one (a counter) instead of setting it (a gauge).
     #[serde(default)]

@@ -26,6 +26,7 @@ use self::readings::Readings;
 use self::trends::Trends;
 use crate::config::Config;
 use crate::edge::EdgeState;
+use crate::loadtest::schedule::LoadTestLog;
 use crate::store::Store;
 
 /// The monitors of one running gatehouse, as the schedule and the admin API share them.
@@ -39,6 +40,8 @@ pub struct Monitors {
     pub alerts: Arc<Alerts>,
     /// Time series, unless turned off.
     pub trends: Option<Arc<Trends>>,
+    /// Scheduled load test runs.
+    pub load_tests: Arc<LoadTestLog>,
 }
 
 impl Monitors {
@@ -55,12 +58,13 @@ impl Monitors {
             alerts: Arc::new(Alerts::new(
                 Arc::clone(&readings),
                 Arc::clone(&store),
-                &config.alerts,
+                config,
             )),
             trends: config
                 .trends
                 .enabled
-                .then(|| Arc::new(Trends::new(store, &config.trends))),
+                .then(|| Arc::new(Trends::new(Arc::clone(&store), &config.trends))),
+            load_tests: Arc::new(LoadTestLog::new(store, config.load_test.history)),
             readings,
         }
     }

@@ -27,6 +27,7 @@ pub async fn run(monitors: Monitors, config: &MonitoringConfig) {
             advisor,
             alerts,
             trends,
+            ..
         } = monitors.clone();
         let work = tokio::select! {
             _ = sampling.tick() => {

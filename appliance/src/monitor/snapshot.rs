@@ -123,6 +123,7 @@ mod tests {
             cpu_idle_seconds: 80.0,
             memory_bytes: 1000.0,
             memory_available_bytes: 400.0,
+            redis_up: None,
         }
     }
 

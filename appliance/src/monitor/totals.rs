@@ -49,6 +49,8 @@ pub struct Totals {
     pub memory_bytes: f64,
     /// Memory available without swapping.
     pub memory_available_bytes: f64,
+    /// 1 while Redis is reachable, 0 while not; none without Redis.
+    pub redis_up: Option<f64>,
 }
 
 impl Totals {
@@ -63,6 +65,7 @@ impl Totals {
             cpu_idle_seconds: 0.0,
             memory_bytes: 0.0,
             memory_available_bytes: 0.0,
+            redis_up: None,
         };
         for sample in samples(text) {
             totals.add(&sample);
@@ -83,6 +86,7 @@ impl Totals {
             }
             "gatehouse_host_memory_total_bytes" => self.memory_bytes = value,
             "gatehouse_host_memory_available_bytes" => self.memory_available_bytes = value,
+            "gatehouse_redis_up" => self.redis_up = Some(value),
             name => {
                 if let Some(route) = sample.label("route") {
                     let totals = self.routes.entry(route.into_owned()).or_default();
@@ -189,6 +193,7 @@ gatehouse_host_cpu_seconds_total{mode="idle"} 60
 gatehouse_host_cpu_seconds_total{mode="iowait"} 10
 gatehouse_host_memory_total_bytes 1000
 gatehouse_host_memory_available_bytes 250
+gatehouse_redis_up 0
 "#;
         let totals = Totals::read(text, Instant::now());
         let api = &totals.routes["api"];

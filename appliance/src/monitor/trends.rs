@@ -34,6 +34,9 @@ pub struct TrendQuery {
     pub from: u64,
     /// Unix seconds, inclusive.
     pub to: u64,
+    /// Seconds between the points answered, when coarser than the tier read: each step
+    /// answers with the last value in it.
+    pub step: Option<u64>,
     /// Per-second increase between points instead of values (for counters).
     pub rate: bool,
 }
@@ -268,9 +271,11 @@ impl Trends {
                     true
                 });
         }
+        let step = query.step.map_or(step, |wanted| wanted.max(step));
         let mut series: Vec<TrendSeries> = matched.into_values().collect();
-        if query.rate {
-            for one in &mut series {
+        for one in &mut series {
+            one.points = last_per_step(&one.points, step);
+            if query.rate {
                 one.points = rates(&one.points);
             }
         }
@@ -339,6 +344,19 @@ fn decode(bytes: &[u8]) -> Vec<(u32, f64)> {
         .unwrap_or_default()
 }
 
+/// The last point of each `step` (points are in time order), at the start of its step.
+fn last_per_step(points: &[(u64, f64)], step: u64) -> Vec<(u64, f64)> {
+    let mut out: Vec<(u64, f64)> = Vec::with_capacity(points.len());
+    for &(at, value) in points {
+        let start = at - at % step;
+        match out.last_mut() {
+            Some(last) if last.0 == start => last.1 = value,
+            _ => out.push((start, value)),
+        }
+    }
+    out
+}
+
 /// Per-second increases between consecutive points; a drop (a restart reset the counter)
 /// counts from zero.
 fn rates(points: &[(u64, f64)]) -> Vec<(u64, f64)> {
@@ -393,6 +411,7 @@ mod tests {
             labels: vec![("route".into(), "a".into())],
             from,
             to,
+            step: None,
             rate: false,
         }
     }
@@ -426,6 +445,16 @@ mod tests {
         rate.rate = true;
         let rates = trends.query(&rate, now);
         assert!(rates.series[0].points.iter().all(|p| p.1 == 10.0));
+
+        let mut every_4s = query("r_total", t0 + 2, t0 + 11);
+        every_4s.step = Some(4);
+        let resampled = trends.query(&every_4s, now);
+        assert_eq!(resampled.step_seconds, 4);
+        assert_eq!(
+            resampled.series[0].points,
+            [(t0, 30.0), (t0 + 4, 70.0), (t0 + 8, 110.0)],
+            "the last value of each step"
+        );
 
         assert_eq!(
             trends.metrics(),

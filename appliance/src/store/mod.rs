@@ -4,10 +4,12 @@
 //! Everything stored here must be rebuildable: sled has known corruption reports after abrupt
 //! stops, so losing the store may cost warm caches and history, never correctness.
 
+mod log;
 mod sled_store;
 
 use std::path::{Path, PathBuf};
 
+pub use log::BoundedLog;
 pub use sled_store::SledStore;
 
 /// A tree of the store: one namespace per subsystem.
@@ -25,6 +27,8 @@ pub enum Tree {
     Alerts,
     /// Metric time series: the series names, and one frame of values per tier and step.
     Trends,
+    /// Scheduled load test runs, by time (a bounded history).
+    LoadTests,
 }
 
 impl Tree {
@@ -36,6 +40,7 @@ impl Tree {
             Self::HttpCache => "http-cache",
             Self::Alerts => "alerts",
             Self::Trends => "trends",
+            Self::LoadTests => "load-tests",
         }
     }
 }

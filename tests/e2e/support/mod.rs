@@ -218,6 +218,15 @@ pub async fn get_json(url: String) -> serde_json::Value {
     json_of(client(None).get(url)).await
 }
 
+/// A config of `extra`, then one route `api` for every path to the group `app` at `upstream`.
+pub fn api_site(upstream: &Upstream, extra: &str) -> String {
+    format!(
+        "{extra}\n[[routes]]\nname = \"api\"\npath = \"/\"\nupstream = \"app\"\n\n\
+         [upstreams.app]\nservers = [\"{}\"]\n",
+        upstream.addr
+    )
+}
+
 /// The JSON document `request` answers with.
 pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
     request.send().await.unwrap().json().await.unwrap()
