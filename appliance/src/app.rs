@@ -453,6 +453,11 @@ impl Serving {
                 }
             }
             self.drain(&servers).await;
+            if let Some(traces) = self.edge.traces() {
+                // Off the runtime: the flush waits for the export thread.
+                let traces = Arc::clone(traces);
+                let _ = actix_web::web::block(move || traces.shutdown()).await;
+            }
             self.edge.cache().flush();
             if let Err(err) = self.store.flush() {
                 error!(error = %err, "state store flush failed at shutdown");
@@ -679,6 +684,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("alerts", old.alerts != new.alerts),
         ("trends", old.trends != new.trends),
         ("load_test", old.load_test != new.load_test),
+        ("traces", old.traces != new.traces),
         (
             "rate_limits.shared",
             old.rate_limits.shared != new.rate_limits.shared,

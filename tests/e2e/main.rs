@@ -33,4 +33,5 @@ mod security_headers;
 mod static_files;
 mod timeouts;
 mod tls;
+mod traces;
 mod trends;

@@ -53,14 +53,7 @@ async fn metrics_and_business_values_become_time_series() {
     let (status, _) = post_business(&gatehouse, json!({ "name": "x", "value": "lots" })).await;
     assert_eq!(status, 400);
 
-    let page = gatehouse
-        .admin(Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = gatehouse.admin_text("/metrics").await;
     assert!(
         page.contains("gatehouse_business_orders{plan=\"pro\"} 6.0"),
         "{page}"

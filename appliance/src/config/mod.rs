@@ -11,6 +11,7 @@ mod env;
 mod load;
 mod loadtest;
 mod locate;
+mod traces;
 mod trends;
 mod validate;
 
@@ -27,6 +28,7 @@ use crate::policy::{Fallback, Grant, PluginKind};
 pub use alerts::{AlertRule, AlertSeverity, AlertsConfig, Measure};
 pub use load::{ConfigError, Loaded, load, load_from};
 pub use loadtest::LoadTestConfig;
+pub use traces::{OtlpProtocol, TracesConfig};
 pub use trends::{TrendTier, TrendsConfig};
 pub use validate::Problem;
 
@@ -73,6 +75,9 @@ pub struct Config {
     /// The built-in load test on a schedule.
     #[serde(default)]
     pub load_test: LoadTestConfig,
+    /// Request traces over OTLP.
+    #[serde(default)]
+    pub traces: TracesConfig,
     /// The shared Redis tier for several instances (`HORIZONTAL_SCALING_ENABLED`).
     pub redis: RedisConfig,
     /// How the rate limits that routes' rate-limit plugins ask for are counted.
@@ -109,6 +114,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             trends: TrendsConfig::default(),
             load_test: LoadTestConfig::default(),
+            traces: TracesConfig::default(),
             redis: RedisConfig::default(),
             rate_limits: RateLimitsConfig::default(),
         }

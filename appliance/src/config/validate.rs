@@ -208,6 +208,31 @@ impl Config {
         self.check_alerts(problems);
         self.check_trends(problems);
         self.check_load_test(problems);
+        self.check_traces(problems);
+    }
+
+    fn check_traces(&self, problems: &mut Vec<Problem>) {
+        let traces = &self.traces;
+        let endpoint = traces.endpoint.parse::<actix_web::http::Uri>();
+        let web = endpoint.is_ok_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+        });
+        if !web {
+            problems.push(Problem::new(
+                "traces.endpoint",
+                format!("{:?} is not an http:// or https:// URL", traces.endpoint),
+            ));
+        }
+        if !(0.0..=1.0).contains(&traces.sampling_ratio) {
+            problems.push(Problem::new(
+                "traces.sampling_ratio",
+                "must be between 0 and 1",
+            ));
+        }
+        if traces.queue_size == 0 {
+            problems.push(Problem::new("traces.queue_size", "must be at least 1"));
+        }
+        check_positive("traces.export_timeout", traces.export_timeout, problems);
     }
 
     fn check_load_test(&self, problems: &mut Vec<Problem>) {

@@ -19,6 +19,7 @@ use actix_web::http::header::{REFERER, USER_AGENT};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpMessage, HttpRequest};
 use bytes::Bytes;
+use opentelemetry::KeyValue;
 use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 
@@ -27,9 +28,10 @@ use super::cache::CacheStatus;
 use super::compress::Coding;
 use super::error::{EdgeError, Source};
 use super::proxy::UpstreamOutcome;
+use super::spans::RequestSpan;
 use crate::config::AccessLogFormat;
 use crate::monitor::metrics::{Answered, Metrics};
-use crate::telemetry;
+use crate::telemetry::{self, traces};
 
 /// What the handler learned about a request, left in its extensions for this phase.
 #[derive(Debug, Default)]
@@ -128,6 +130,15 @@ where
     actix_web::dev::forward_ready!(service);
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
+        let server_span = self.state.traces().map(|traces| {
+            let span = traces.server_span(
+                req.headers(),
+                req.method().to_string(),
+                request_attributes(&req),
+            );
+            req.extensions_mut().insert(RequestSpan(span.clone()));
+            span
+        });
         let active = self.state.active().start();
         let runtime = self.state.runtime();
         let (format, enabled) = (runtime.access_log, runtime.logs_access());
@@ -158,10 +169,14 @@ where
                 coding: extensions.get::<Coding>().map(|coding| coding.token()),
                 started,
                 bytes: 0,
+                server_span,
             };
             drop(extensions);
-            let pending = enabled
-                .then(|| Entry::new(res.request(), res.status().as_u16(), notes, started, format));
+            let trace_id = tally.server_span.as_ref().and_then(traces::trace_id);
+            let pending = enabled.then(|| {
+                let status = res.status().as_u16();
+                Entry::new(res.request(), status, notes, started, format, trace_id)
+            });
             Ok(res.map_body(|_, body| FinishBody {
                 body,
                 tally,
@@ -224,6 +239,8 @@ struct Tally {
     coding: Option<&'static str>,
     started: Instant,
     bytes: u64,
+    /// The request's server span, ended with the response.
+    server_span: Option<opentelemetry::Context>,
 }
 
 impl Tally {
@@ -238,7 +255,29 @@ impl Tally {
             cache: self.cache,
             coding: self.coding,
         });
+        if let Some(span) = &self.server_span {
+            traces::end_server_span(span, self.status.as_u16(), self.bytes);
+        }
     }
+}
+
+/// The server span's attributes known at the start (HTTP semantic conventions).
+fn request_attributes(req: &ServiceRequest) -> Vec<KeyValue> {
+    let info = req.connection_info();
+    let mut attributes = vec![
+        KeyValue::new("http.request.method", req.method().to_string()),
+        KeyValue::new("url.path", req.path().to_string()),
+        KeyValue::new("url.scheme", info.scheme().to_string()),
+        KeyValue::new("server.address", info.host().to_string()),
+        KeyValue::new("network.protocol.version", version_name(req.version())),
+    ];
+    if let Some(peer) = req.peer_addr() {
+        attributes.push(KeyValue::new("client.address", peer.ip().to_string()));
+    }
+    if let Some(agent) = req.headers().get(USER_AGENT).and_then(|v| v.to_str().ok()) {
+        attributes.push(KeyValue::new("user_agent.original", agent.to_string()));
+    }
+    attributes
 }
 
 /// One request, ready to be written.
@@ -253,6 +292,7 @@ struct Entry {
     referer: String,
     user_agent: String,
     notes: RequestNotes,
+    trace_id: Option<String>,
 }
 
 impl Entry {
@@ -262,6 +302,7 @@ impl Entry {
         notes: RequestNotes,
         started: Instant,
         format: AccessLogFormat,
+        trace_id: Option<String>,
     ) -> Self {
         let header = |name| {
             req.headers()
@@ -281,6 +322,7 @@ impl Entry {
             referer: header(REFERER).unwrap_or_default(),
             user_agent: header(USER_AGENT).unwrap_or_default(),
             notes,
+            trace_id,
         }
     }
 
@@ -299,7 +341,7 @@ impl Entry {
         let mut line = String::with_capacity(256);
         let _ = writeln!(
             line,
-            "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rid={} route={} upstream={} attempts={} rt={:.3} urt={}",
+            "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rid={} route={} upstream={} attempts={} rt={:.3} urt={} trace={}",
             self.client,
             chrono::Local::now().format("%d/%b/%Y:%H:%M:%S %z"),
             escape(&self.method),
@@ -318,6 +360,7 @@ impl Entry {
                 .upstream
                 .header_time
                 .map_or_else(|| "-".into(), |t| format!("{:.3}", t.as_secs_f64())),
+            self.trace_id.as_deref().unwrap_or("-"),
         );
         line
     }
@@ -340,6 +383,7 @@ impl Entry {
             "attempts": notes.upstream.attempts,
             "duration_ms": total.as_secs_f64() * 1000.0,
             "upstream_header_ms": notes.upstream.header_time.map(|t| t.as_secs_f64() * 1000.0),
+            "trace_id": self.trace_id,
         })
         .to_string();
         line.push('\n');
@@ -397,7 +441,14 @@ mod tests {
                 attempts: 1,
             },
         };
-        let entry = Entry::new(&req, 200, notes, Instant::now(), AccessLogFormat::Combined);
+        let entry = Entry::new(
+            &req,
+            200,
+            notes,
+            Instant::now(),
+            AccessLogFormat::Combined,
+            Some("0af7651916cd43dd8448eb211c80319c".into()),
+        );
         let line = entry.render(512);
         let (head, tail) = line.split_once(" [").unwrap();
         assert_eq!(head, "203.0.113.7 - -");
@@ -408,7 +459,10 @@ mod tests {
             ),
             "{line}"
         );
-        assert!(line.ends_with(" urt=0.012\n"), "{line}");
+        assert!(
+            line.ends_with(" urt=0.012 trace=0af7651916cd43dd8448eb211c80319c\n"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub(crate) mod redirect;
 pub mod request_id;
 pub mod router;
 pub mod security_headers;
+mod spans;
 pub mod tls;
 pub mod validate;
 
@@ -45,6 +46,7 @@ use actix_web::dev::Extensions;
 use actix_web::http::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 use arc_swap::ArcSwap;
+use opentelemetry::trace::{SpanKind, TraceContextExt};
 use tracing::error;
 
 use self::cache::{CacheSettings, CacheStatus, Fill, Lookup, ResponseCache, Settled};
@@ -57,12 +59,14 @@ use self::proxy::{UpstreamBody, UpstreamOutcome, X_REQUEST_ID};
 use self::ratelimit::{LimitSettings, Limiter, Outcome};
 use self::request_id::RequestIds;
 use self::router::{Backend, HostPattern, Router};
+use self::spans::phase;
 use self::validate::RequestLimits;
 use crate::config::{AccessLogFormat, Config};
 use crate::monitor::metrics::Metrics;
 use crate::policy::Plugins;
 use crate::redis::RedisLink;
 use crate::store::Store;
+use crate::telemetry::traces::Traces;
 use crate::upstream::{UpstreamGroup, build_groups};
 
 /// What the edge workers share. The reloadable part is swapped whole on reload, so a request sees
@@ -79,6 +83,8 @@ pub struct EdgeState {
     connections: Arc<Connections>,
     /// What the edge has done, for `/metrics`.
     metrics: Arc<Metrics>,
+    /// Request traces over OTLP (read at start).
+    traces: Option<Arc<Traces>>,
 }
 
 /// One config generation of the edge.
@@ -180,7 +186,13 @@ impl EdgeState {
             cache: ResponseCache::new(&config.cache, store, redis),
             connections: Arc::default(),
             metrics,
+            traces: Traces::start(&config.traces),
         }
+    }
+
+    /// Request traces, when exported.
+    pub fn traces(&self) -> Option<&Arc<Traces>> {
+        self.traces.as_ref()
     }
 
     /// Event metrics.
@@ -250,6 +262,7 @@ pub(crate) async fn handle(
         return connections::busy().map_body(|_, body| UpstreamBody::right(body));
     }
     let runtime = state.runtime();
+    let validating = phase(&req, &state, "validate", SpanKind::Internal);
     let path = match validate::check_request(&req, &runtime.limits) {
         Ok(path) => path,
         Err(err) => return refuse(err),
@@ -274,6 +287,7 @@ pub(crate) async fn handle(
         let answer = refusal.map_body(|_, body| UpstreamBody::right(body));
         return complete(&req, &runtime, route, request_id, outcome, answer);
     }
+    drop(validating);
 
     // Preflights are answered here: they reach neither the limits nor the upstream.
     if let Some(answer) = route.cors.as_ref().and_then(|cors| cors.preflight(&req)) {
@@ -291,6 +305,7 @@ pub(crate) async fn handle(
             metrics: &state.metrics,
             route: &route.name,
         };
+        let _limiting = phase(&req, &state, "rate_limit", SpanKind::Internal);
         match limits.apply(plugin, &req, request).await {
             Outcome::Continue(fields) => limit_fields = fields,
             Outcome::Answer(answer) => {
@@ -315,6 +330,7 @@ pub(crate) async fn handle(
     let (mut cache_status, mut fill) = (None, None);
     if let (Some(plugin), Some(request)) = (&route.cache, plugin_request) {
         let (cache, settings, compression) = (&state.cache, &runtime.cache, &runtime.compression);
+        let _looking = phase(&req, &state, "cache.lookup", SpanKind::Internal);
         match cache::lookup(cache, settings, compression, plugin, &req, request, host).await {
             Lookup::Answer(answer, status, refresh) => {
                 if let Some(refresh) = refresh {
@@ -332,9 +348,14 @@ pub(crate) async fn handle(
         }
     }
 
+    let calling = phase(&req, &state, "upstream", SpanKind::Client);
     let shape = |headers: &mut HeaderMap| {
         if let Some(fill) = &fill {
             fill.shape(headers);
+        }
+        // The upstream continues the trace under this call's span.
+        if let (Some(cx), Some(traces)) = (&calling, state.traces()) {
+            traces.inject(cx, headers);
         }
     };
     let forwarded = proxy::forward(
@@ -347,6 +368,14 @@ pub(crate) async fn handle(
         &mut outcome,
     )
     .await;
+    if let Ok(answer) = &forwarded {
+        let status = i64::from(answer.status().as_u16());
+        spans::note(calling.as_ref(), "http.response.status_code", status);
+    }
+    if let Some(server) = &outcome.server {
+        spans::note(calling.as_ref(), "server.address", server.clone());
+    }
+    drop(calling);
     let forwarded = match fill {
         None => forwarded,
         Some(fill) => {
@@ -368,7 +397,9 @@ pub(crate) async fn handle(
     if let Some(status) = cache_status {
         runtime.cache.mark(&mut response, status);
     }
+    let compressing = phase(&req, &state, "compress", SpanKind::Internal);
     let mut response = runtime.compression.apply(&req, response);
+    drop(compressing);
     add_headers(&mut response, limit_fields);
     complete(&req, &runtime, route, request_id, outcome, response)
 }
@@ -448,6 +479,14 @@ fn complete(
     outcome: UpstreamOutcome,
     mut response: HttpResponse<UpstreamBody>,
 ) -> HttpResponse<UpstreamBody> {
+    if let Some(server) = req.extensions().get::<spans::RequestSpan>() {
+        let span = server.0.span();
+        span.update_name(format!("{} {}", req.method(), route.name));
+        span.set_attribute(opentelemetry::KeyValue::new(
+            "http.route",
+            route.name.to_string(),
+        ));
+    }
     let logs = runtime.logs_access();
     req.extensions_mut().insert(RequestNotes {
         route: Some(Arc::clone(&route.name)),

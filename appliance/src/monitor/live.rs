@@ -124,6 +124,27 @@ impl Live {
             MetricType::Gauge,
             servers.collect::<Vec<_>>(),
         )?;
+        if let Some(traces) = edge.traces() {
+            let counters = traces.counters();
+            let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed) as f64;
+            let spans = [
+                ("exported", read(&counters.exported)),
+                ("dropped", read(&counters.dropped)),
+            ];
+            out.family(
+                "gatehouse_trace_spans",
+                "Finished spans: exported to the collector, or dropped because the queue was full",
+                None,
+                MetricType::Counter,
+                spans.map(|(outcome, n)| ([("outcome", outcome)], n)),
+            )?;
+            out.counter(
+                "gatehouse_trace_exports_failed",
+                "Exports to the collector that failed (their spans are lost)",
+                None,
+                read(&counters.failed_exports),
+            )?;
+        }
         if let Some(connected) = edge.redis_status() {
             out.gauge(
                 "gatehouse_redis_up",

@@ -373,6 +373,7 @@ fn rates(points: &[(u64, f64)]) -> Vec<(u64, f64)> {
 
 #[cfg(test)]
 mod tests {
+    use std::fmt::Write;
     use std::time::Duration;
 
     use super::*;
@@ -494,6 +495,54 @@ mod tests {
         let points = &after.series[0].points;
         assert_eq!(points.len(), 6);
         assert_eq!(points.last(), Some(&(t0 + 30, 5.0)));
+    }
+
+    /// The disk a week of trends takes: 200 series (counters that grow, gauges that wander)
+    /// recorded every second for 7 days of a fake clock, in the default tiers. A measurement,
+    /// not a check: `cargo test -p gatehouse --lib seven_days -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement that takes about a minute"]
+    #[allow(clippy::print_stdout)] // its result is the line it prints
+    fn seven_days_at_200_series() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SledStore::open(dir.path(), 64 << 20, Duration::from_secs(1)).unwrap());
+        let trends = Trends::new(Arc::clone(&store), &TrendsConfig::default());
+        let t0 = 1_800_000_000;
+        let week = 7 * 24 * 3600;
+        let mut page = String::new();
+        for s in 0..week {
+            page.clear();
+            for series in 0..200u64 {
+                let value = if series % 2 == 0 {
+                    (s * (series + 1)) as f64
+                } else {
+                    ((s + series) % 97) as f64 / 7.0
+                };
+                let _ = writeln!(page, "m_total{{route=\"r{series}\"}} {value}");
+            }
+            trends.record(&page, UNIX_EPOCH + Duration::from_secs(t0 + s));
+        }
+        store.flush().unwrap();
+        let mut frames = [0usize; 3];
+        let mut bytes = 0usize;
+        store
+            .visit(Tree::Trends, &mut |key, value| {
+                if let Some((tier, _)) = parse_frame_key(key) {
+                    frames[tier] += 1;
+                }
+                bytes += key.len() + value.len();
+                true
+            })
+            .unwrap();
+        let on_disk = store.probe().unwrap().size_on_disk;
+        println!(
+            "trends after 7 days at 200 series: frames per tier {frames:?}, {:.1} MiB of keys and values, {:.1} MiB on disk",
+            bytes as f64 / 1048576.0,
+            on_disk as f64 / 1048576.0
+        );
+        // The fine tier is pruned each minute: an hour plus the minute since.
+        assert_eq!(frames, [3660, 10080, 168]);
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! Logging: process logs to stderr (text or JSON) through tracing, access logs to stdout through
-//! a non-blocking writer, so a slow terminal or pipe never stalls a worker.
+//! a non-blocking writer, so a slow terminal or pipe never stalls a worker; and request traces
+//! over OTLP ([`traces`]).
+
+pub mod traces;
 
 use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;

@@ -1,6 +1,7 @@
 //! Test harness: start the real App from TOML (in-process, port 0) or the real binary, real
 //! upstream servers, a test CA, and small clients.
 
+pub mod otlp;
 pub mod redis;
 pub mod upstream;
 
@@ -111,6 +112,12 @@ impl Gatehouse {
         client(None)
             .request(method, self.admin_url(path))
             .bearer_auth(self.admin_token())
+    }
+
+    /// The text at `path` on the admin listener (`/metrics`), fetched with the admin token.
+    pub async fn admin_text(&self, path: &str) -> String {
+        let answer = self.admin(reqwest::Method::GET, path).send().await.unwrap();
+        answer.text().await.unwrap()
     }
 
     /// The JSON document at `path` on the admin listener, fetched with the admin token.

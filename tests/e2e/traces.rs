@@ -1,0 +1,155 @@
+//! Traces over OTLP to real receivers (gRPC and HTTP/protobuf): a server span per request with
+//! the HTTP semantic conventions, children for the phases, the client's `traceparent` as parent
+//! and the trace carried on to the upstream; sampling; and a collector that is down changes
+//! nothing for requests.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::otlp::{Collector, ReceivedSpan};
+use crate::support::{Gatehouse, Upstream, api_site, client, eventually, free_port};
+
+const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const CLIENT_SPAN: &str = "b7ad6b7169203331";
+
+fn traced(upstream: &Upstream, traces: &str) -> Gatehouse {
+    Gatehouse::start(&api_site(
+        upstream,
+        &format!("[traces]\nenabled = true\n{traces}"),
+    ))
+}
+
+/// The `traceparent` the upstream received, from `/headers`.
+async fn upstream_traceparent(gatehouse: &Gatehouse, traceparent: Option<&str>) -> Option<String> {
+    let mut request = client(None).get(gatehouse.url("/headers"));
+    if let Some(parent) = traceparent {
+        request = request.header("traceparent", parent);
+    }
+    let seen: Value = request.send().await.unwrap().json().await.unwrap();
+    seen["headers"]["traceparent"][0]
+        .as_str()
+        .map(str::to_string)
+}
+
+async fn wait_for_span(collector: &Collector, name: &str) -> Vec<ReceivedSpan> {
+    eventually(
+        Duration::from_secs(10),
+        &format!("span {name} exported"),
+        || async { collector.spans().iter().any(|s| s.name == name) },
+    )
+    .await;
+    collector.spans()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_grpc_collector_with_parents_attributes_and_propagation() {
+    let upstream = Upstream::start("app").await;
+    let collector = Collector::grpc().await;
+    let gatehouse = traced(
+        &upstream,
+        &format!(
+            "endpoint = \"http://{}\"\nresource = {{ \"deployment.environment\" = \"test\" }}",
+            collector.addr
+        ),
+    );
+    let parent = format!("00-{TRACE}-{CLIENT_SPAN}-01");
+    let carried = upstream_traceparent(&gatehouse, Some(&parent))
+        .await
+        .expect("traceparent upstream");
+    let parts: Vec<&str> = carried.split('-').collect();
+    assert_eq!(parts[1], TRACE, "the upstream continues the client's trace");
+    assert_ne!(parts[2], CLIENT_SPAN, "under gatehouse's own span");
+
+    let spans = wait_for_span(&collector, "GET api").await;
+    let server = spans.iter().find(|s| s.name == "GET api").unwrap();
+    assert_eq!(server.trace_id, TRACE);
+    assert_eq!(server.parent_span_id, CLIENT_SPAN);
+    assert_eq!(server.kind, 2, "server");
+    assert_eq!(server.service, "gatehouse");
+    for (key, value) in [
+        ("http.request.method", "GET"),
+        ("http.route", "api"),
+        ("url.path", "/headers"),
+        ("url.scheme", "http"),
+        ("http.response.status_code", "200"),
+        ("client.address", "127.0.0.1"),
+    ] {
+        assert_eq!(
+            server.attributes.get(key).map(String::as_str),
+            Some(value),
+            "{key}: {server:#?}"
+        );
+    }
+    let call = spans
+        .iter()
+        .find(|s| s.name == "upstream")
+        .expect("an upstream span");
+    assert_eq!(call.parent_span_id, server.span_id);
+    assert_eq!(call.kind, 3, "client");
+    assert_eq!(
+        call.span_id, parts[2],
+        "the upstream's parent is the call's span"
+    );
+    assert_eq!(call.attributes["http.response.status_code"], "200");
+    let validate = spans
+        .iter()
+        .find(|s| s.name == "validate")
+        .expect("a validation span");
+    assert_eq!(validate.parent_span_id, server.span_id);
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "compress" && s.parent_span_id == server.span_id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_an_http_collector_and_sampling_follows_the_ratio_and_the_parent() {
+    let upstream = Upstream::start("app").await;
+    let collector = Collector::http().await;
+    let gatehouse = traced(
+        &upstream,
+        &format!(
+            "protocol = \"http\"\nendpoint = \"http://{}/v1/traces\"\nsampling_ratio = 0.0\nservice_name = \"edge-a\"",
+            collector.addr
+        ),
+    );
+    // Not sampled: no span, but the upstream still gets a traceparent (flags 00).
+    let unsampled = upstream_traceparent(&gatehouse, None).await.unwrap();
+    assert!(unsampled.ends_with("-00"), "{unsampled}");
+    // A sampled parent is followed whatever the ratio says.
+    let parent = format!("00-{TRACE}-{CLIENT_SPAN}-01");
+    upstream_traceparent(&gatehouse, Some(&parent))
+        .await
+        .unwrap();
+    let spans = wait_for_span(&collector, "GET api").await;
+    let servers: Vec<&ReceivedSpan> = spans.iter().filter(|s| s.kind == 2).collect();
+    assert_eq!(servers.len(), 1, "{spans:#?}");
+    assert_eq!(servers[0].trace_id, TRACE);
+    assert_eq!(servers[0].service, "edge-a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_changes_nothing_for_requests() {
+    let upstream = Upstream::start("app").await;
+    let gatehouse = traced(
+        &upstream,
+        &format!(
+            "endpoint = \"http://127.0.0.1:{}\"\nqueue_size = 8\nexport_timeout = \"1s\"",
+            free_port()
+        ),
+    );
+    let http = client(None);
+    for _ in 0..100 {
+        let answer = http.get(gatehouse.url("/x")).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    eventually(Duration::from_secs(10), "lost spans counted", || async {
+        let page = gatehouse.admin_text("/metrics").await;
+        let dropped = page.contains("gatehouse_trace_spans_total{outcome=\"dropped\"}")
+            && !page.contains("gatehouse_trace_spans_total{outcome=\"dropped\"} 0\n");
+        dropped || !page.contains("gatehouse_trace_exports_failed_total 0\n")
+    })
+    .await;
+}
