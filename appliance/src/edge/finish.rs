@@ -30,7 +30,7 @@ use super::error::{EdgeError, Source};
 use super::proxy::UpstreamOutcome;
 use super::spans::RequestSpan;
 use crate::config::AccessLogFormat;
-use crate::monitor::metrics::{Answered, Metrics};
+use crate::monitor::metrics::{Answered, Metrics, method_label};
 use crate::telemetry::{self, traces};
 
 /// What the handler learned about a request, left in its extensions for this phase.
@@ -131,11 +131,8 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let server_span = self.state.traces().map(|traces| {
-            let span = traces.server_span(
-                req.headers(),
-                req.method().to_string(),
-                request_attributes(&req),
-            );
+            let name = method_label(req.method());
+            let span = traces.server_span(req.headers(), name, || request_attributes(&req));
             req.extensions_mut().insert(RequestSpan(span.clone()));
             span
         });
@@ -172,9 +169,9 @@ where
                 server_span,
             };
             drop(extensions);
-            let trace_id = tally.server_span.as_ref().and_then(traces::trace_id);
             let pending = enabled.then(|| {
                 let status = res.status().as_u16();
+                let trace_id = tally.server_span.as_ref().and_then(traces::trace_id);
                 Entry::new(res.request(), status, notes, started, format, trace_id)
             });
             Ok(res.map_body(|_, body| FinishBody {
@@ -265,7 +262,7 @@ impl Tally {
 fn request_attributes(req: &ServiceRequest) -> Vec<KeyValue> {
     let info = req.connection_info();
     let mut attributes = vec![
-        KeyValue::new("http.request.method", req.method().to_string()),
+        KeyValue::new("http.request.method", method_label(req.method())),
         KeyValue::new("url.path", req.path().to_string()),
         KeyValue::new("url.scheme", info.scheme().to_string()),
         KeyValue::new("server.address", info.host().to_string()),

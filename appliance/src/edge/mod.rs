@@ -354,9 +354,7 @@ pub(crate) async fn handle(
             fill.shape(headers);
         }
         // The upstream continues the trace under this call's span.
-        if let (Some(cx), Some(traces)) = (&calling, state.traces()) {
-            traces.inject(cx, headers);
-        }
+        spans::propagate(&req, &state, calling.as_ref(), headers);
     };
     let forwarded = proxy::forward(
         &req,
@@ -481,11 +479,11 @@ fn complete(
 ) -> HttpResponse<UpstreamBody> {
     if let Some(server) = req.extensions().get::<spans::RequestSpan>() {
         let span = server.0.span();
-        span.update_name(format!("{} {}", req.method(), route.name));
-        span.set_attribute(opentelemetry::KeyValue::new(
-            "http.route",
-            route.name.to_string(),
-        ));
+        if span.is_recording() {
+            span.update_name(format!("{} {}", req.method(), route.name));
+            let route = route.name.to_string();
+            span.set_attribute(opentelemetry::KeyValue::new("http.route", route));
+        }
     }
     let logs = runtime.logs_access();
     req.extensions_mut().insert(RequestNotes {

@@ -20,7 +20,28 @@ pub(crate) fn phase(
 ) -> Option<Context> {
     let traces = state.traces()?;
     let parent = req.extensions().get::<RequestSpan>()?.0.clone();
-    Some(traces.child(&parent, name, kind))
+    traces.child(&parent, name, kind)
+}
+
+/// Writes the trace context the upstream continues under into `headers`: the upstream call's
+/// span, or the request's own when that is not recorded.
+pub(crate) fn propagate(
+    req: &HttpRequest,
+    state: &EdgeState,
+    call: Option<&Context>,
+    headers: &mut actix_web::http::header::HeaderMap,
+) {
+    let Some(traces) = state.traces() else {
+        return;
+    };
+    match call {
+        Some(cx) => traces.inject(cx, headers),
+        None => {
+            if let Some(server) = req.extensions().get::<RequestSpan>() {
+                traces.inject(&server.0, headers);
+            }
+        }
+    }
 }
 
 /// Sets `key` to `value` on `span`'s span, when there is one.

@@ -346,8 +346,9 @@ fn route_label(route: Option<&Arc<str>>) -> Arc<str> {
     )
 }
 
-/// The method, or `other` for any outside the standard ones (clients choose methods freely).
-fn method_label(method: &Method) -> &'static str {
+/// The method, or `_OTHER` for any outside the standard ones (clients choose methods freely;
+/// the name is OpenTelemetry's).
+pub(crate) fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::HEAD => "HEAD",
@@ -358,7 +359,7 @@ fn method_label(method: &Method) -> &'static str {
         Method::OPTIONS => "OPTIONS",
         Method::CONNECT => "CONNECT",
         Method::TRACE => "TRACE",
-        _ => "other",
+        _ => "_OTHER",
     }
 }
 
@@ -395,7 +396,7 @@ mod tests {
         let text = metrics.render(&Registry::default());
         assert!(
             text.contains(
-                "gatehouse_http_requests_total{route=\"api\",method=\"other\",status=\"2xx\"} 2"
+                "gatehouse_http_requests_total{route=\"api\",method=\"_OTHER\",status=\"2xx\"} 2"
             ),
             "{text}"
         );

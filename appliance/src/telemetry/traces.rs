@@ -93,31 +93,40 @@ impl Traces {
     }
 
     /// Starts the server span of a request with these `headers` (its parent, when the client
-    /// sent `traceparent`), named `name`, with `attributes`.
+    /// sent `traceparent`), named `name`; `attributes` are made only when it is recorded, so
+    /// an unsampled request pays for ids and nothing else.
     pub fn server_span(
         &self,
         headers: &HeaderMap,
-        name: String,
-        attributes: Vec<KeyValue>,
+        name: &'static str,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
     ) -> Context {
         let parent = self.propagator.extract(&Headers(headers));
         let span = self
             .tracer
             .span_builder(name)
             .with_kind(SpanKind::Server)
-            .with_attributes(attributes)
             .start_with_context(&self.tracer, &parent);
-        parent.with_span(span)
+        let cx = parent.with_span(span);
+        let span = cx.span();
+        if span.is_recording() {
+            span.set_attributes(attributes());
+        }
+        cx
     }
 
-    /// Starts a child span of `parent`.
-    pub fn child(&self, parent: &Context, name: &'static str, kind: SpanKind) -> Context {
+    /// Starts a child span of `parent`; none when `parent` is not recorded (its children
+    /// would not be either).
+    pub fn child(&self, parent: &Context, name: &'static str, kind: SpanKind) -> Option<Context> {
+        if !parent.span().is_recording() {
+            return None;
+        }
         let span = self
             .tracer
             .span_builder(name)
             .with_kind(kind)
             .start_with_context(&self.tracer, parent);
-        parent.with_span(span)
+        Some(parent.with_span(span))
     }
 
     /// Writes `cx`'s `traceparent` (and `tracestate`) into `headers`, for the upstream.
@@ -134,6 +143,9 @@ impl Traces {
 /// Sets the final status of a server span (and the body bytes sent) and ends it.
 pub fn end_server_span(cx: &Context, status: u16, bytes: u64) {
     let span = cx.span();
+    if !span.is_recording() {
+        return;
+    }
     span.set_attribute(KeyValue::new(
         "http.response.status_code",
         i64::from(status),
