@@ -153,22 +153,29 @@ async fn sighup_reloads_and_refuses_a_bad_config() {
 }
 
 #[tokio::test]
-async fn access_log_has_one_json_line_per_request() {
+async fn access_log_has_one_json_line_per_request_with_its_trace_id() {
     let upstream = Upstream::start("a").await;
     let dir = tempfile::tempdir().unwrap();
     let (edge, admin) = (free_port(), free_port());
-    let extra = "[log]\naccess = \"json\"\n";
+    // Traces on (to a collector nobody runs): the access log carries each request's trace id.
+    let collector = free_port();
+    let extra = format!(
+        "[log]\naccess = \"json\"\n\n[traces]\nenabled = true\nendpoint = \"http://127.0.0.1:{collector}\"\n"
+    );
     std::fs::write(
         dir.path().join("g.toml"),
-        binary_config(edge, admin, &upstream, extra),
+        binary_config(edge, admin, &upstream, &extra),
     )
     .unwrap();
     let process = Process::spawn(&["run", "-c", "g.toml"], dir.path(), &[]);
     process.wait_for_log("gatehouse is serving").await;
     let http = client(None);
-    for path in ["/big?bytes=5000", "/status/404"] {
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = format!("00-{trace}-00f067aa0ba902b7-01");
+    for (path, traceparent) in [("/big?bytes=5000", parent.as_str()), ("/status/404", "")] {
         http.get(format!("http://127.0.0.1:{edge}{path}"))
             .header("user-agent", "e2e \"quoted\"")
+            .header("traceparent", traceparent)
             .send()
             .await
             .unwrap()
@@ -193,8 +200,11 @@ async fn access_log_has_one_json_line_per_request() {
     assert!(
         first["duration_ms"].as_f64().unwrap() >= first["upstream_header_ms"].as_f64().unwrap()
     );
+    assert_eq!(first["trace_id"], trace, "the client's trace, continued");
     let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!(second["status"], 404);
+    let fresh = second["trace_id"].as_str().unwrap();
+    assert!(fresh.len() == 32 && fresh != trace, "a new trace: {fresh}");
 }
 
 #[tokio::test]
