@@ -604,6 +604,7 @@ impl Serving {
             spawn_checks(&group);
         }
         self.plugin_stamps = policy::source_stamps(&next.config.plugins);
+        self.monitors.alerts.reload(&next.config);
         self.loaded = next;
         Ok(())
     }
@@ -681,7 +682,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("cache.disk", old.cache.disk != new.cache.disk),
         ("redis", old.redis != new.redis),
         ("monitoring", old.monitoring != new.monitoring),
-        ("alerts", old.alerts != new.alerts),
+        ("alerts.history", old.alerts.history != new.alerts.history),
         ("trends", old.trends != new.trends),
         ("load_test", old.load_test != new.load_test),
         ("traces", old.traces != new.traces),

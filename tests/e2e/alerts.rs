@@ -100,6 +100,28 @@ min_requests_per_second = 0
     assert_eq!(history.len(), 2, "{report:#}");
     assert_eq!(history[0]["state"], "resolved", "newest first");
     assert_eq!(history[1]["state"], "firing");
+
+    // A reload takes new rules at once, as Prometheus reloads its rule files.
+    gatehouse
+        .reload_with(&api_site(
+            &upstream,
+            "[alerts]\ndefaults = false\n\n[[alerts.rules]]\nname = \"api-slow\"\n\
+             measure = \"latency_p99_ms\"\nroute = \"api\"\nabove = 500\n",
+        ))
+        .unwrap();
+    let report = gatehouse.admin_json("/api/v1/alerts").await;
+    let names: Vec<&str> = report["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["api-slow"]);
+    assert_eq!(
+        report["history"].as_array().unwrap().len(),
+        2,
+        "history stays"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

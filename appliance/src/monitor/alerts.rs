@@ -70,25 +70,43 @@ struct RuleState {
 /// The rules, their states and the history.
 pub struct Alerts {
     readings: Arc<Readings>,
-    rules: Vec<(AlertRule, Mutex<RuleState>)>,
+    rules: Mutex<Vec<(AlertRule, RuleState)>>,
     history: BoundedLog,
-    webhook: Option<Webhook>,
+    webhook: Mutex<Option<Webhook>>,
 }
 
 impl Alerts {
     /// The rules of `config` over `readings`, with their history in `store`.
     pub fn new(readings: Arc<Readings>, store: Arc<dyn Store>, config: &Config) -> Self {
-        let alerts = &config.alerts;
-        let webhook = alerts.webhook.as_ref().map(|url| Webhook::new(url, alerts));
-        Self {
+        let alerts = Self {
             readings,
-            rules: rules_in_force(config)
-                .into_iter()
-                .map(|rule| (rule, Mutex::default()))
-                .collect(),
-            history: BoundedLog::new(store, Tree::Alerts, alerts.history),
-            webhook,
-        }
+            rules: Mutex::default(),
+            history: BoundedLog::new(store, Tree::Alerts, config.alerts.history),
+            webhook: Mutex::default(),
+        };
+        alerts.reload(config);
+        alerts
+    }
+
+    /// Takes the rules and the webhook of `config`. A rule that is unchanged keeps its state
+    /// (a firing rule stays firing); a new or changed one starts afresh.
+    pub fn reload(&self, config: &Config) {
+        let mut rules = self.rules.lock().expect("alert rules lock");
+        let before = std::mem::take(&mut *rules);
+        *rules = rules_in_force(config)
+            .into_iter()
+            .map(|rule| {
+                let state = before
+                    .iter()
+                    .find(|(old, _)| *old == rule)
+                    .map(|(_, state)| state.clone())
+                    .unwrap_or_default();
+                (rule, state)
+            })
+            .collect();
+        let alerts = &config.alerts;
+        *self.webhook.lock().expect("webhook lock") =
+            alerts.webhook.as_ref().map(|url| Webhook::new(url, alerts));
     }
 
     /// Judges every rule against the traffic up to `now`; returns what fired or resolved.
@@ -96,7 +114,8 @@ impl Alerts {
         let wall = SystemTime::now();
         let mut windows: Vec<(Duration, Snapshot)> = Vec::new();
         let mut events = Vec::new();
-        for (rule, state) in &self.rules {
+        let mut rules = self.rules.lock().expect("alert rules lock");
+        for (rule, state) in rules.iter_mut() {
             let snapshot = match windows.iter().find(|(w, _)| *w == rule.window) {
                 Some((_, snapshot)) => snapshot,
                 None => {
@@ -109,12 +128,12 @@ impl Alerts {
                 Measure::RedisUp => now.redis_up,
                 _ => measure(snapshot, rule),
             };
-            let mut state = state.lock().expect("alert state lock");
             state.value = value;
-            if let Some(event) = step(rule, &mut state, value, wall) {
+            if let Some(event) = step(rule, state, value, wall) {
                 events.push(event);
             }
         }
+        drop(rules);
         for event in &events {
             self.record(event);
         }
@@ -123,7 +142,8 @@ impl Alerts {
 
     /// Sends `events` to the webhook, each on a task of its own (call from the serving thread).
     pub fn notify(&self, events: Vec<AlertEvent>) {
-        if let Some(webhook) = &self.webhook {
+        let webhook = self.webhook.lock().expect("webhook lock").clone();
+        if let Some(webhook) = webhook {
             for event in events {
                 actix_rt::spawn(webhook.clone().deliver(event));
             }
@@ -134,9 +154,11 @@ impl Alerts {
     pub fn report(&self, latest: usize) -> AlertsReport {
         let rules = self
             .rules
+            .lock()
+            .expect("alert rules lock")
             .iter()
             .map(|(rule, state)| {
-                let state = state.lock().expect("alert state lock").clone();
+                let state = state.clone();
                 RuleReport {
                     rule: rule.clone(),
                     state: match (state.firing, state.since) {
