@@ -29,6 +29,7 @@ use super::compress::Coding;
 use super::error::{EdgeError, Source};
 use super::proxy::UpstreamOutcome;
 use super::spans::RequestSpan;
+use super::validate;
 use crate::config::AccessLogFormat;
 use crate::monitor::metrics::{Answered, Metrics, method_label};
 use crate::telemetry::{self, traces};
@@ -260,14 +261,24 @@ impl Tally {
 
 /// The server span's attributes known at the start (HTTP semantic conventions).
 fn request_attributes(req: &ServiceRequest) -> Vec<KeyValue> {
-    let info = req.connection_info();
+    // From the connection and Host, not X-Forwarded-*: a client could write those.
+    let scheme = if req.app_config().secure() {
+        "https"
+    } else {
+        "http"
+    };
     let mut attributes = vec![
         KeyValue::new("http.request.method", method_label(req.method())),
         KeyValue::new("url.path", req.path().to_string()),
-        KeyValue::new("url.scheme", info.scheme().to_string()),
-        KeyValue::new("server.address", info.host().to_string()),
+        KeyValue::new("url.scheme", scheme),
         KeyValue::new("network.protocol.version", version_name(req.version())),
     ];
+    if let Some(host) = validate::authority(req.request()) {
+        attributes.push(KeyValue::new(
+            "server.address",
+            validate::host_name(host).to_string(),
+        ));
+    }
     if let Some(peer) = req.peer_addr() {
         attributes.push(KeyValue::new("client.address", peer.ip().to_string()));
     }

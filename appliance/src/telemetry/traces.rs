@@ -29,7 +29,7 @@ use tracing::warn;
 
 use crate::config::{OtlpProtocol, TracesConfig};
 
-/// Spans sent to the collector in one export, at most.
+/// Spans sent to the collector in one export, at most (2048 measured no faster).
 const BATCH: usize = 512;
 /// Longest a finished span waits for its batch to fill.
 const BATCH_DELAY: Duration = Duration::from_millis(500);
