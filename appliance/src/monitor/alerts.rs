@@ -124,10 +124,7 @@ impl Alerts {
                     &windows.last().expect("pushed").1
                 }
             };
-            let value = match rule.measure {
-                Measure::RedisUp => now.redis_up,
-                _ => measure(snapshot, rule),
-            };
+            let value = measure(snapshot, now, rule);
             state.value = value;
             if let Some(event) = step(rule, state, value, wall) {
                 events.push(event);
@@ -206,9 +203,11 @@ fn rules_in_force(config: &Config) -> Vec<AlertRule> {
     rules
 }
 
-/// The rule's measure in `snapshot`; none when it is not known or the route is too quiet.
-fn measure(snapshot: &Snapshot, rule: &AlertRule) -> Option<f64> {
+/// The rule's measure in `snapshot` (gauges such as Redis's state are read as of `now`); none
+/// when it is not known or the route is too quiet.
+fn measure(snapshot: &Snapshot, now: &Totals, rule: &AlertRule) -> Option<f64> {
     match rule.measure {
+        Measure::RedisUp => return now.redis_up,
         Measure::CpuPercent => return Some(snapshot.cpu_percent),
         Measure::MemoryPercent => return Some(snapshot.memory_percent),
         Measure::PoolUsageRatio => {
