@@ -25,6 +25,7 @@ use crate::loadtest;
 use crate::monitor::health::{BoundAddrs, HealthSources};
 use crate::monitor::{Monitors, schedule};
 use crate::policy::{self, Plugins, PolicyEngine};
+use crate::pool::Pooler;
 use crate::store::{self, SledStore, Store, Tree};
 use crate::telemetry;
 use crate::upstream::spawn_checks;
@@ -66,6 +67,8 @@ struct Listeners {
     tls: Vec<TcpListener>,
     redirect: Vec<TcpListener>,
     admin: TcpListener,
+    /// The pooler's, when databases are configured.
+    pool: Vec<TcpListener>,
 }
 
 impl App {
@@ -80,6 +83,8 @@ impl App {
     pub fn check(&self) -> Result<(), AppError> {
         provision(&self.loaded)?;
         load_plugins(&self.loaded, None)?;
+        crate::pool::check(&self.loaded.config.pool)
+            .map_err(|problem| self.loaded.error(&[problem]))?;
         store::check_dir(&self.loaded.config.state.dir).map_err(|err| {
             self.loaded
                 .error(&[Problem::new("state.dir", err.to_string())])
@@ -101,7 +106,8 @@ impl App {
     fn start_inner(self, handle_signals: bool) -> Result<RunningApp, AppError> {
         let config = &self.loaded.config;
         let provisioned = provision(&self.loaded)?;
-        let listeners = bind_all(config)?;
+        crate::pool::check(&config.pool).map_err(|problem| self.loaded.error(&[problem]))?;
+        let mut listeners = bind_all(config)?;
         let store: Arc<dyn Store> = Arc::new(
             SledStore::open(
                 &config.state.dir,
@@ -137,6 +143,16 @@ impl App {
         let monitors = Monitors::new(&edge, Arc::clone(&store), config);
         let addrs = listeners.addrs();
         let (control, inbox) = unbounded_channel();
+        let pooler = match config.pool.enabled() {
+            true => {
+                let listeners = std::mem::take(&mut listeners.pool);
+                let pooler = Pooler::start(&config.pool, listeners, reload_hook(control.clone()))
+                    .map_err(AppError::Start)?;
+                edge.set_pooler(pooler.view());
+                Some(pooler)
+            }
+            false => None,
+        };
         let (started_tx, started_rx) = mpsc::channel();
         let serving = Serving {
             loaded: self.loaded,
@@ -149,6 +165,7 @@ impl App {
             tls: provisioned.tls,
             addrs: addrs.clone(),
             control: control.clone(),
+            pooler,
         };
         let thread = std::thread::Builder::new()
             .name("gatehouse-main".into())
@@ -163,7 +180,7 @@ impl App {
                 ));
             }
         }
-        info!(edge = ?addrs.edge, tls = ?addrs.tls, redirect = ?addrs.redirect, admin = %addrs.admin, "gatehouse is serving");
+        info!(edge = ?addrs.edge, tls = ?addrs.tls, redirect = ?addrs.redirect, admin = %addrs.admin, pool = ?addrs.pool, "gatehouse is serving");
         Ok(RunningApp {
             addrs,
             control,
@@ -236,6 +253,10 @@ fn bind_all(config: &Config) -> Result<Listeners, AppError> {
             config.edge.redirect.as_ref().map_or(&[], |r| &r.listen),
         )?,
         admin: bind("admin.listen", config.admin.listen, 128)?,
+        pool: match config.pool.enabled() {
+            true => bind_many("pool.listen", &config.pool.listen)?,
+            false => Vec::new(),
+        },
     })
 }
 
@@ -263,6 +284,7 @@ impl Listeners {
             tls: self.tls.iter().map(local).collect(),
             redirect: self.redirect.iter().map(local).collect(),
             admin: local(&self.admin),
+            pool: crate::pool::local_addrs(&self.pool),
         }
     }
 }
@@ -371,6 +393,7 @@ struct Serving {
     tls: Option<Arc<CertResolver>>,
     addrs: BoundAddrs,
     control: UnboundedSender<Control>,
+    pooler: Option<Pooler>,
 }
 
 impl Serving {
@@ -453,6 +476,9 @@ impl Serving {
                 }
             }
             self.drain(&servers).await;
+            if let Some(pooler) = self.pooler.take() {
+                pooler.stop();
+            }
             if let Some(traces) = self.edge.traces() {
                 // Off the runtime: the flush waits for the export thread.
                 let traces = Arc::clone(traces);
@@ -584,7 +610,13 @@ impl Serving {
     /// nothing when it fails, so a refused reload leaves everything as it was.
     fn reload(&mut self) -> Result<(), ConfigError> {
         let next = self.loaded.reload()?;
+        crate::pool::check(&next.config.pool).map_err(|problem| next.error(&[problem]))?;
         let plugins = self.prepare_plugins(&next)?;
+        if let Some(pooler) = &self.pooler {
+            pooler
+                .reload(&next.config.pool)
+                .map_err(|why| next.error(&[Problem::new("pool", why)]))?;
+        }
         match (&next.config.edge.tls, &self.tls) {
             (Some(config), Some(resolver)) => resolver
                 .reload_from(config)
@@ -681,6 +713,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("cache.memory", old.cache.memory != new.cache.memory),
         ("cache.disk", old.cache.disk != new.cache.disk),
         ("redis", old.redis != new.redis),
+        ("pool.listen", old.pool.listen != new.pool.listen),
+        ("pool.workers", old.pool.workers != new.pool.workers),
+        (
+            "pool.databases (turning the pooler on or off)",
+            old.pool.enabled() != new.pool.enabled(),
+        ),
         ("monitoring", old.monitoring != new.monitoring),
         ("alerts.history", old.alerts.history != new.alerts.history),
         ("trends", old.trends != new.trends),
@@ -711,6 +749,21 @@ fn spawn_server(server: actix_web::dev::Server) -> actix_web::dev::ServerHandle 
     let handle = server.handle();
     actix_rt::spawn(server);
     handle
+}
+
+/// How the pooler's console asks for a reload: through the serving thread, like SIGHUP, but
+/// waiting for the answer.
+fn reload_hook(control: UnboundedSender<Control>) -> crate::pool::ReloadHook {
+    Box::new(move || {
+        let (reply, answer) = mpsc::channel();
+        control
+            .send(Control::Reload(Some(reply)))
+            .map_err(|_| "gatehouse is stopping".to_string())?;
+        match answer.recv() {
+            Ok(result) => result.map_err(|err| err.to_string()),
+            Err(_) => Err("gatehouse is stopping".to_string()),
+        }
+    })
 }
 
 /// SIGTERM and SIGINT drain and stop; SIGHUP reloads.

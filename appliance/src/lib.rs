@@ -6,6 +6,7 @@
 //! | [`app`] | assembling subsystems from a config; lifecycle (start, reload, drain) |
 //! | [`edge`] | public listeners, TLS, the request phases, proxying |
 //! | [`upstream`] | upstream groups: servers, health checks, ejection, balancing, pools |
+//! | [`pool`] | the PostgreSQL pooler: wire protocol, auth, server pools, prepared statements |
 //! | [`store`] | the embedded state store behind a narrow trait |
 //! | `redis` | the link to Redis that the shared cache tier and shared rate limits use |
 //! | [`monitor`] | health reports (later metrics, trends, alerts) |
@@ -21,6 +22,7 @@ mod file_stamp;
 pub mod loadtest;
 pub mod monitor;
 pub mod policy;
+pub mod pool;
 mod redis;
 pub mod store;
 pub mod telemetry;

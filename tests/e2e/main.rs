@@ -25,6 +25,8 @@ mod malformed;
 mod metrics;
 mod policies;
 mod policy_tool;
+mod pool;
+mod pool_admin;
 mod proxy;
 mod rate_limit_shared;
 mod recommendations;

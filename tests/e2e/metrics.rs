@@ -12,7 +12,7 @@ use crate::support::{Gatehouse, Upstream, client, free_port};
 
 /// `text` parsed by `prometheus_client.openmetrics.parser`: each sample as
 /// `name{label="value",...}` (labels sorted) to its value. Fails the test if the parser refuses.
-fn parse(text: &str) -> HashMap<String, f64> {
+pub fn parse(text: &str) -> HashMap<String, f64> {
     let script = r#"
 import sys
 from prometheus_client.openmetrics.parser import text_string_to_metric_families

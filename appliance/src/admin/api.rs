@@ -24,6 +24,7 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
             .route("/plugins", web::get().to(plugins))
             .route("/plugins/{name}/rollback", web::post().to(rollback))
             .route("/alerts", web::get().to(alerts))
+            .route("/pool", web::get().to(pool))
             .route("/business-metrics", web::post().to(post_business_metric))
             .route("/load-tests", web::get().to(load_tests))
             .route("/trends", web::get().to(trend_metrics))
@@ -46,6 +47,21 @@ async fn alerts(monitors: web::Data<Monitors>) -> HttpResponse {
         Err(err) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             &format!("alerts failed: {err}"),
+        ),
+    }
+}
+
+/// `GET /api/v1/pool`: the pooler's pools, stats, clients, servers, databases and query
+/// shapes (what its console's `SHOW` commands list).
+async fn pool(edge: web::Data<EdgeState>) -> HttpResponse {
+    let Some(pooler) = edge.pooler().cloned() else {
+        return HttpResponse::Ok().json(serde_json::json!({ "enabled": false }));
+    };
+    match web::block(move || pooler.json()).await {
+        Ok(report) => HttpResponse::Ok().json(report),
+        Err(err) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("pool report failed: {err}"),
         ),
     }
 }

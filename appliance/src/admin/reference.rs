@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::api::{post_business_metric, recommendations, trend};
 use super::error;
+use crate::edge::EdgeState;
 use crate::monitor::Monitors;
 use crate::monitor::alerts::RuleReport;
 use crate::monitor::health::{HealthSources, Status};
@@ -122,9 +123,39 @@ async fn active_alerts(monitors: web::Data<Monitors>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "count": active.len(), "alerts": active }))
 }
 
-/// `GET /api/v5/monitoring/database/pool`: the pooler's pools (none until it is configured).
-async fn pool() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({ "pooler": "not configured", "pools": [] }))
+/// `GET /api/v5/monitoring/database/pool`: the pooler's pools (none until it is configured),
+/// with the figures a SQLAlchemy pool status gives (size, checked in and out, overflow).
+async fn pool(edge: web::Data<EdgeState>) -> HttpResponse {
+    let Some(pooler) = edge.pooler() else {
+        return HttpResponse::Ok()
+            .json(serde_json::json!({ "pooler": "not configured", "pools": [] }));
+    };
+    let pools: Vec<serde_json::Value> = pooler
+        .pools()
+        .into_iter()
+        .map(|p| {
+            let open = p.servers_active + p.servers_idle;
+            serde_json::json!({
+                "database": p.database,
+                "user": p.user,
+                "size": open,
+                "max": p.servers_max,
+                "checked_out": p.servers_active,
+                "checked_in": p.servers_idle,
+                "waiting": p.clients_waiting,
+                "usage_ratio": p.servers_active as f64 / p.servers_max.max(1) as f64,
+                "transactions": p.transactions,
+                "queries": p.queries,
+                "wait_seconds_total": p.wait_seconds,
+                "acquire_errors": p.acquire_errors,
+            })
+        })
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({
+        "pooler": "running",
+        "clients": pooler.clients(),
+        "pools": pools,
+    }))
 }
 
 /// `GET /performance/latest.json`: the latest scheduled load test.

@@ -11,6 +11,7 @@ mod env;
 mod load;
 mod loadtest;
 mod locate;
+mod pool;
 mod traces;
 mod trends;
 mod validate;
@@ -28,6 +29,7 @@ use crate::policy::{Fallback, Grant, PluginKind};
 pub use alerts::{AlertRule, AlertSeverity, AlertsConfig, Measure};
 pub use load::{ConfigError, Loaded, load, load_from};
 pub use loadtest::LoadTestConfig;
+pub use pool::{ADMIN_DATABASE, AuthType, PoolConfig, PoolDatabase, PoolMode, PoolTls, PoolUser};
 pub use traces::{OtlpProtocol, TracesConfig};
 pub use trends::{TrendTier, TrendsConfig};
 pub use validate::Problem;
@@ -62,7 +64,7 @@ pub struct Config {
     /// Security headers on every routed response (secure defaults; see the type).
     #[serde(default)]
     pub security_headers: SecurityHeadersConfig,
-    /// PostgreSQL pooler knobs, under the reference deployment's names.
+    /// The PostgreSQL pooler (off until a database is configured).
     pub pool: PoolConfig,
     /// Monitoring switch (`ENABLE_PERFORMANCE_MONITORING`).
     pub monitoring: MonitoringConfig,
@@ -673,34 +675,6 @@ impl PluginConfig {
     }
     fn default_kv_quota() -> ByteSize {
         ByteSize::mib(1)
-    }
-}
-
-/// PostgreSQL pooler sizing, by the reference deployment's names (`DB_POOL_*` set these).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PoolConfig {
-    /// Server connections kept per (database, user) (`DB_POOL_SIZE`). Default `10`.
-    pub pool_size: u32,
-    /// Burst connections above `pool_size`, closed when idle (`DB_MAX_OVERFLOW`). Default `20`.
-    pub max_overflow: u32,
-    /// How long a client waits for a server connection (`DB_POOL_TIMEOUT`, seconds or `"60s"`).
-    /// Default `"60s"`.
-    #[serde(with = "durations")]
-    pub pool_timeout: Duration,
-    /// Server connections are replaced after this age (`DB_POOL_RECYCLE`). Default `"300s"`.
-    #[serde(with = "durations")]
-    pub recycle: Duration,
-}
-
-impl Default for PoolConfig {
-    fn default() -> Self {
-        Self {
-            pool_size: 10,
-            max_overflow: 20,
-            pool_timeout: Duration::from_secs(60),
-            recycle: Duration::from_secs(300),
-        }
     }
 }
 

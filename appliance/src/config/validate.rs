@@ -163,9 +163,7 @@ impl Config {
         for (name, plugin) in &self.plugins {
             check_plugin(name, plugin, &mut problems);
         }
-        if self.pool.pool_size == 0 {
-            problems.push(Problem::new("pool.pool_size", "must be at least 1"));
-        }
+        self.pool.check(&mut problems);
         if self.redis.enabled
             && let Err(why) = check_redis_url(&self.redis.url)
         {

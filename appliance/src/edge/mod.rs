@@ -85,6 +85,8 @@ pub struct EdgeState {
     metrics: Arc<Metrics>,
     /// Request traces over OTLP (read at start).
     traces: Option<Arc<Traces>>,
+    /// The PostgreSQL pooler, when it runs: the admin API and the metrics read it from here.
+    pooler: std::sync::OnceLock<crate::pool::PoolerView>,
 }
 
 /// One config generation of the edge.
@@ -187,7 +189,18 @@ impl EdgeState {
             connections: Arc::default(),
             metrics,
             traces: Traces::start(&config.traces),
+            pooler: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The pooler, when it runs.
+    pub fn pooler(&self) -> Option<&crate::pool::PoolerView> {
+        self.pooler.get()
+    }
+
+    /// Makes the running pooler visible to the admin API and the metrics (once, at start).
+    pub fn set_pooler(&self, view: crate::pool::PoolerView) {
+        let _ = self.pooler.set(view);
     }
 
     /// Request traces, when exported.

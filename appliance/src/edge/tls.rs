@@ -103,13 +103,18 @@ impl Stamp {
 impl CertResolver {
     /// Loads the configured certificate.
     pub fn new(config: &TlsConfig) -> Result<Self, TlsError> {
-        let stamp = Stamp::of(&config.cert, &config.key);
-        let key = load_certified_key(&config.cert, &config.key)?;
+        Self::from_files(&config.cert, &config.key)
+    }
+
+    /// Loads the certificate chain in `cert` and its private key in `key`.
+    pub fn from_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let stamp = Stamp::of(cert, key);
+        let certified = load_certified_key(cert, key)?;
         Ok(Self {
-            current: ArcSwap::from_pointee(key),
+            current: ArcSwap::from_pointee(certified),
             files: Mutex::new(Files {
-                cert: config.cert.clone(),
-                key: config.key.clone(),
+                cert: cert.to_owned(),
+                key: key.to_owned(),
                 stamp,
             }),
         })

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::edge::EdgeState;
 use crate::edge::tls::CertResolver;
+use crate::pool::health::Probe;
 use crate::store::{Store, StoreReport};
 use crate::upstream::GroupStatus;
 
@@ -35,6 +36,8 @@ pub struct BoundAddrs {
     pub redirect: Vec<SocketAddr>,
     /// The admin listener.
     pub admin: SocketAddr,
+    /// The pooler's listeners (none when it is off).
+    pub pool: Vec<SocketAddr>,
 }
 
 /// What the health endpoints look at.
@@ -72,6 +75,8 @@ pub struct Checks {
     pub tls: Option<Check<TlsDetail>>,
     /// The shared cache tier, when Redis is enabled.
     pub redis: Option<Check<RedisDetail>>,
+    /// The pooler's databases (gatehouse's own probe of each), when the pooler runs.
+    pub databases: Option<Check<BTreeMap<String, Probe>>>,
 }
 
 /// A subsystem's verdict with its details.
@@ -160,12 +165,26 @@ impl HealthSources {
             error: (!connected).then(|| REDIS_DOWN.to_string()),
             detail: RedisDetail { connected },
         });
+        let databases = self.edge.pooler().map(|pooler| {
+            let probes = pooler.databases();
+            let down = unreachable_databases(&probes);
+            Check {
+                status: if down.is_empty() {
+                    Status::Ok
+                } else {
+                    Status::Down
+                },
+                error: (!down.is_empty()).then(|| down.join("; ")),
+                detail: probes,
+            }
+        });
         let status = [
             Some(listeners.status),
             Some(store.status),
             Some(upstreams.status),
             tls.as_ref().map(|t| t.status),
             redis.as_ref().map(|r| r.status),
+            databases.as_ref().map(|d| d.status),
         ]
         .into_iter()
         .flatten()
@@ -181,6 +200,7 @@ impl HealthSources {
                 upstreams,
                 tls,
                 redis,
+                databases,
             },
         }
     }
@@ -196,6 +216,9 @@ impl HealthSources {
         if !runtime.groups.is_empty() && !runtime.groups.values().any(|g| g.any_available()) {
             reasons.push("no upstream server is available".to_string());
         }
+        if let Some(pooler) = self.edge.pooler() {
+            reasons.extend(unreachable_databases(&pooler.databases()));
+        }
         let mut degraded = Vec::new();
         if self.edge.redis_status() == Some(false) {
             degraded.push(REDIS_DOWN.to_string());
@@ -206,6 +229,20 @@ impl HealthSources {
             degraded,
         }
     }
+}
+
+/// `database NAME: why` for each database the last probe could not reach.
+fn unreachable_databases(probes: &BTreeMap<String, Probe>) -> Vec<String> {
+    probes
+        .iter()
+        .filter(|(_, probe)| probe.status == "down")
+        .map(|(name, probe)| {
+            format!(
+                "database {name}: {}",
+                probe.error.as_deref().unwrap_or("unreachable")
+            )
+        })
+        .collect()
 }
 
 /// Down when no server of any group is available; degraded when some server or group is out.

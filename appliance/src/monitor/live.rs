@@ -82,9 +82,125 @@ impl Collector for Live {
         self.edge_state(&mut out)?;
         self.cache(&mut out)?;
         self.plugins(&mut out)?;
+        if let Some(pooler) = self.edge.pooler() {
+            pool(&mut out, pooler)?;
+        }
         process(&mut out, self.started)?;
         host(&mut out)
     }
+}
+
+/// The PostgreSQL pooler: connections by state and what its pools have served.
+fn pool(out: &mut Writer<'_>, pooler: &crate::pool::PoolerView) -> fmt::Result {
+    let pools = pooler.pools();
+    let labels =
+        |p: &crate::pool::PoolFigures| [("database", p.database.clone()), ("user", p.user.clone())];
+    out.gauge(
+        "gatehouse_pool_client_connections",
+        "Client connections to the pooler open now",
+        None,
+        pooler.clients() as f64,
+    )?;
+    let servers = pools.iter().flat_map(|p| {
+        let [database, user] = labels(p);
+        [
+            (
+                [
+                    database.clone(),
+                    user.clone(),
+                    ("state", "active".to_string()),
+                ],
+                p.servers_active as f64,
+            ),
+            (
+                [database, user, ("state", "idle".to_string())],
+                p.servers_idle as f64,
+            ),
+        ]
+    });
+    out.family(
+        "gatehouse_pool_server_connections",
+        "Server connections by pool and state (active: serving a client)",
+        None,
+        MetricType::Gauge,
+        servers.collect::<Vec<_>>(),
+    )?;
+    let each = |pick: fn(&crate::pool::PoolFigures) -> f64| {
+        pools
+            .iter()
+            .map(|p| (labels(p), pick(p)))
+            .collect::<Vec<_>>()
+    };
+    out.family(
+        "gatehouse_pool_server_connections_max",
+        "Server connections a pool may open (pool size plus overflow)",
+        None,
+        MetricType::Gauge,
+        each(|p| p.servers_max as f64),
+    )?;
+    out.family(
+        "gatehouse_pool_clients_waiting",
+        "Clients waiting for a server connection now",
+        None,
+        MetricType::Gauge,
+        each(|p| p.clients_waiting as f64),
+    )?;
+    out.family(
+        "gatehouse_pool_transactions",
+        "Transactions served",
+        None,
+        MetricType::Counter,
+        each(|p| p.transactions as f64),
+    )?;
+    out.family(
+        "gatehouse_pool_queries",
+        "Queries served (a simple query, or an extended-protocol batch up to Sync)",
+        None,
+        MetricType::Counter,
+        each(|p| p.queries as f64),
+    )?;
+    out.family(
+        "gatehouse_pool_query",
+        "Time queries took, summed",
+        Some(&Unit::Seconds),
+        MetricType::Counter,
+        each(|p| p.query_seconds),
+    )?;
+    out.family(
+        "gatehouse_pool_wait",
+        "Time clients waited for a server connection, summed",
+        Some(&Unit::Seconds),
+        MetricType::Counter,
+        each(|p| p.wait_seconds),
+    )?;
+    out.family(
+        "gatehouse_pool_acquisitions",
+        "Times a client asked for a server connection",
+        None,
+        MetricType::Counter,
+        each(|p| p.wait_buckets.iter().map(|(_, n)| *n).sum::<u64>() as f64),
+    )?;
+    out.family(
+        "gatehouse_pool_acquire_errors",
+        "Clients that got no server connection (pool_timeout, or PostgreSQL refused)",
+        None,
+        MetricType::Counter,
+        each(|p| p.acquire_errors as f64),
+    )?;
+    out.family(
+        "gatehouse_pool_received",
+        "Bytes from clients to servers",
+        Some(&Unit::Bytes),
+        MetricType::Counter,
+        each(|p| p.received_bytes as f64),
+    )?;
+    out.family(
+        "gatehouse_pool_sent",
+        "Bytes from servers to clients",
+        Some(&Unit::Bytes),
+        MetricType::Counter,
+        each(|p| p.sent_bytes as f64),
+    )
 }
 
 impl Live {

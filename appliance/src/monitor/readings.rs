@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 
 use super::live;
 use super::snapshot;
-use super::totals::Totals;
+use super::totals::{PoolSample, Totals};
 use crate::edge::EdgeState;
 use crate::policy::recommend_types::Snapshot;
+
+/// Query shapes a reading keeps (those that took the most time so far).
+const QUERIES_SAMPLED: usize = 50;
 
 /// The readings of the last `keep`, oldest first.
 pub struct Readings {
@@ -42,7 +45,32 @@ impl Readings {
 
     /// The metrics as of now, not kept.
     pub fn read(&self) -> Totals {
-        Totals::read(&self.render(), Instant::now())
+        let mut totals = Totals::read(&self.render(), Instant::now());
+        if let Some(pooler) = self.edge.pooler() {
+            totals.pools = pooler
+                .pools()
+                .into_iter()
+                .map(|p| {
+                    let mut cumulative = 0.0;
+                    PoolSample {
+                        name: format!("{}/{}", p.database, p.user),
+                        active: p.servers_active as f64,
+                        max: p.servers_max as f64,
+                        waiting: p.clients_waiting as f64,
+                        wait_buckets: p
+                            .wait_buckets
+                            .iter()
+                            .map(|&(bound, count)| {
+                                cumulative += count as f64;
+                                (bound, cumulative)
+                            })
+                            .collect(),
+                    }
+                })
+                .collect();
+            totals.queries = pooler.busiest_queries(QUERIES_SAMPLED);
+        }
+        totals
     }
 
     /// Takes a reading and keeps it; forgets those older than needed.

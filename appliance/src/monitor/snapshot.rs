@@ -1,7 +1,7 @@
 //! What happened between two [`Totals`]: per route and overall, the rates, latency percentiles
 //! and ratios the recommendation plugins judge (`recommend-types.snapshot` in the contract).
 
-use crate::policy::recommend_types::{Snapshot, Traffic};
+use crate::policy::recommend_types::{Pool, Query, Snapshot, Traffic};
 
 use super::totals::{RouteTotals, Totals};
 
@@ -37,8 +37,8 @@ pub fn between(earlier: &Totals, now: &Totals, cacheable: impl Fn(&str) -> bool)
     let used_memory = now.memory_bytes - now.memory_available_bytes;
     Snapshot {
         traffic,
-        pools: Vec::new(),
-        slow_queries: Vec::new(),
+        pools: pools(earlier, now),
+        slow_queries: slow_queries(earlier, now, seconds),
         cpu_percent: ratio(cpu - idle, cpu).map_or(0.0, |r| r * 100.0),
         memory_percent: ratio(used_memory, now.memory_bytes).map_or(0.0, |r| r * 100.0),
     }
@@ -75,6 +75,58 @@ fn ratio(part: f64, whole: f64) -> Option<f64> {
 
 /// The `q` quantile (0 to 1) in seconds of cumulative `buckets`, interpolated linearly within
 /// the bucket it falls in (as Prometheus's `histogram_quantile` does); 0 without observations.
+/// The pooler's pools: usage and waiting now, the 99th percentile of waits in between.
+fn pools(earlier: &Totals, now: &Totals) -> Vec<Pool> {
+    now.pools
+        .iter()
+        .map(|pool| {
+            let before = earlier.pools.iter().find(|p| p.name == pool.name);
+            let waits: Vec<(f64, f64)> = pool
+                .wait_buckets
+                .iter()
+                .enumerate()
+                .map(|(i, &(bound, count))| {
+                    let then = before
+                        .and_then(|b| b.wait_buckets.get(i))
+                        .map_or(0.0, |b| b.1);
+                    (bound, count - then)
+                })
+                .collect();
+            Pool {
+                name: pool.name.clone(),
+                usage_ratio: ratio(pool.active, pool.max).unwrap_or(0.0),
+                clients_waiting: pool.waiting as u32,
+                wait_p99_ms: percentile(&waits, 0.99) * 1000.0,
+            }
+        })
+        .collect()
+}
+
+/// Query shapes called in between, slowest on average first.
+fn slow_queries(earlier: &Totals, now: &Totals, seconds: f64) -> Vec<Query> {
+    let mut queries: Vec<Query> = now
+        .queries
+        .iter()
+        .filter_map(|shape| {
+            let before = earlier.queries.iter().find(|q| q.text == shape.text);
+            let calls = shape.calls - before.map_or(0, |b| b.calls);
+            let time = shape.total.as_secs_f64() - before.map_or(0.0, |b| b.total.as_secs_f64());
+            (calls > 0).then(|| Query {
+                fingerprint: shape.text.clone(),
+                calls_per_second: calls as f64 / seconds,
+                mean_ms: time / calls as f64 * 1000.0,
+                p99_ms: shape.p99.as_secs_f64() * 1000.0,
+            })
+        })
+        .collect();
+    queries.sort_by(|a, b| b.mean_ms.total_cmp(&a.mean_ms));
+    queries.truncate(SLOW_QUERIES_SHOWN);
+    queries
+}
+
+/// Query shapes a snapshot lists at most.
+const SLOW_QUERIES_SHOWN: usize = 10;
+
 fn percentile(buckets: &[(f64, f64)], q: f64) -> f64 {
     let Some(&(_, total)) = buckets.last() else {
         return 0.0;
@@ -124,6 +176,8 @@ mod tests {
             memory_bytes: 1000.0,
             memory_available_bytes: 400.0,
             redis_up: None,
+            pools: Vec::new(),
+            queries: Vec::new(),
         }
     }
 

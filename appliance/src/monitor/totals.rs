@@ -51,6 +51,25 @@ pub struct Totals {
     pub memory_available_bytes: f64,
     /// 1 while Redis is reachable, 0 while not; none without Redis.
     pub redis_up: Option<f64>,
+    /// The pooler's pools, when it runs (read from it, not from the text).
+    pub pools: Vec<PoolSample>,
+    /// The pooler's query shapes that took the most time so far.
+    pub queries: Vec<crate::pool::QueryFigures>,
+}
+
+/// One pool as of a reading.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolSample {
+    /// `database/user`.
+    pub name: String,
+    /// Server connections serving a client.
+    pub active: f64,
+    /// Server connections allowed.
+    pub max: f64,
+    /// Clients waiting now.
+    pub waiting: f64,
+    /// Cumulative waits by upper bound in seconds (the last bound infinite).
+    pub wait_buckets: Vec<(f64, f64)>,
 }
 
 impl Totals {
@@ -66,6 +85,8 @@ impl Totals {
             memory_bytes: 0.0,
             memory_available_bytes: 0.0,
             redis_up: None,
+            pools: Vec::new(),
+            queries: Vec::new(),
         };
         for sample in samples(text) {
             totals.add(&sample);

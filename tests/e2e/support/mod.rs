@@ -2,6 +2,7 @@
 //! upstream servers, a test CA, and small clients.
 
 pub mod otlp;
+pub mod postgres;
 pub mod redis;
 pub mod upstream;
 
@@ -73,6 +74,11 @@ impl Gatehouse {
 
     fn app(&self) -> &RunningApp {
         self.app.as_ref().expect("running")
+    }
+
+    /// The pooler's first listener.
+    pub fn pool_addr(&self) -> std::net::SocketAddr {
+        self.app().addrs().pool[0]
     }
 
     /// `http://` URL of the first plain edge listener.
@@ -212,6 +218,12 @@ fn with_test_defaults(toml: &str, dir: &Path) -> String {
     );
     set_default("edge", "workers", value(1));
     set_default("admin", "listen", value("127.0.0.1:0"));
+    set_default(
+        "pool",
+        "listen",
+        value(toml_edit::Array::from_iter(["127.0.0.1:0"])),
+    );
+    set_default("pool", "workers", value(2));
     set_default(
         "state",
         "dir",
