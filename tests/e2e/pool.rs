@@ -522,3 +522,37 @@ async fn postgres_restarting_gives_errors_then_the_pool_recovers() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_mode_keeps_one_server_per_client_and_discards_after() {
+    let gatehouse = start("mode = \"session\"\npool_size = 1\nmax_overflow = 0").await;
+    let a = pooled_client(&gatehouse).await;
+    a.batch_execute("SET application_name = 'mine'; create temp table kept (x int)")
+        .await
+        .unwrap();
+    let pid: i32 = a
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Session mode needs no tracking: the temp table is there in every later transaction.
+    for _ in 0..3 {
+        a.query_one("select count(*) from kept", &[]).await.unwrap();
+    }
+    drop(a);
+    let b = pooled_client(&gatehouse).await;
+    let row = b
+        .query_one(
+            "select pg_backend_pid(), current_setting('application_name'), to_regclass('kept') is null",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, i32>(0),
+        pid,
+        "the one server connection, reused"
+    );
+    assert_ne!(row.get::<_, String>(1), "mine");
+    assert!(row.get::<_, bool>(2), "the temp table was discarded");
+}

@@ -42,9 +42,9 @@ pub struct PoolConfig {
     /// Server connections idle this long are closed (down to `min_idle`). Default `"600s"`.
     #[serde(with = "durations")]
     pub server_idle_timeout: Duration,
-    /// Reset session state before a server connection serves another client: `DISCARD ALL`
-    /// after a session, and after a transaction-mode client that was pinned (see the pooler's
-    /// docs). Default `true`.
+    /// Session mode: `DISCARD ALL` before a server connection serves another session.
+    /// Transaction mode tracks settings and always resets after a pinned client (see the
+    /// pooler's docs), whatever this says. Default `true`.
     pub reset_on_return: bool,
     /// Client connections accepted at most; more are refused with an error. Default `10000`.
     pub max_client_conn: usize,

@@ -115,7 +115,13 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 .entry(name.clone())
                 .or_insert_with(|| (database.clone(), make_pool(name, &config, database)));
             let probe = match pool {
-                Some(pool) => probe(pool, round.is_multiple_of(STATEMENTS_EVERY)).await,
+                Some(pool) => {
+                    let probe = probe(pool, round.is_multiple_of(STATEMENTS_EVERY)).await;
+                    // Closed between probes: an idle connection of ours would count against
+                    // the server's max_connections (and the pool's limit, as operators see it).
+                    pool.retain(|_, _| false);
+                    probe
+                }
                 None => Probe {
                     status: "unchecked",
                     error: Some(format!(

@@ -8,8 +8,10 @@
 //!                                                      and sql (session state), cancel
 //! ```
 //!
-//! It runs on its own multi-threaded tokio runtime, apart from the HTTP edge, so a flood on one
-//! never starves the other. It owns its listeners and server connections; it must not touch the
+//! It runs on its own tokio runtime, apart from the HTTP edge, so a flood on one never starves
+//! the other: with `pool.workers = 1`, one thread drives a single-threaded runtime (as PgBouncer
+//! runs one thread: no wake-ups across threads, the least work per message); with more, a
+//! multi-threaded one. It owns its listeners and server connections; it must not touch the
 //! edge or the store.
 
 mod auth;
@@ -129,8 +131,77 @@ impl Shared {
 
 /// A running pooler. Stopping it closes every client and server connection.
 pub struct Pooler {
-    runtime: Option<tokio::runtime::Runtime>,
+    threads: Threads,
     shared: Arc<Shared>,
+}
+
+/// The threads the pooler's tasks run on.
+enum Threads {
+    /// A single-threaded runtime, driven by a thread of its own until told to stop.
+    One {
+        handle: tokio::runtime::Handle,
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+    /// A multi-threaded runtime.
+    Many(Option<tokio::runtime::Runtime>),
+}
+
+impl Threads {
+    fn start(workers: usize) -> std::io::Result<Self> {
+        if workers > 1 {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .thread_name("gatehouse-pool")
+                .enable_all()
+                .build()?;
+            return Ok(Self::Many(Some(runtime)));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("gatehouse-pool".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    let _ = stopped.await;
+                });
+                runtime.shutdown_background();
+            })?;
+        Ok(Self::One {
+            handle,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    fn handle(&self) -> tokio::runtime::Handle {
+        match self {
+            Self::One { handle, .. } => handle.clone(),
+            Self::Many(runtime) => runtime.as_ref().expect("running").handle().clone(),
+        }
+    }
+
+    /// Stops every task; connections close with them.
+    fn stop(&mut self) {
+        match self {
+            Self::One { stop, thread, .. } => {
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
+            }
+            Self::Many(runtime) => {
+                if let Some(runtime) = runtime.take() {
+                    runtime.shutdown_background();
+                }
+            }
+        }
+    }
 }
 
 /// Read access to a running pooler for the admin API and metrics.
@@ -307,12 +378,9 @@ impl Pooler {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name("gatehouse-pool")
-            .enable_all()
-            .build()
+        let threads = Threads::start(workers)
             .map_err(|err| format!("cannot start the pooler's threads: {err}"))?;
+        let runtime = threads.handle();
         let shared = Arc::new(Shared {
             config: ArcSwap::from_pointee(config.clone()),
             users: ArcSwap::from_pointee(users),
@@ -335,10 +403,7 @@ impl Pooler {
         runtime.spawn(Arc::clone(&shared.pools).maintain_forever(MAINTAIN_INTERVAL));
         runtime.spawn(health::run(Arc::clone(&shared)));
         drop(entered);
-        Ok(Self {
-            runtime: Some(runtime),
-            shared,
-        })
+        Ok(Self { threads, shared })
     }
 
     /// Read access for the admin API and metrics.
@@ -364,17 +429,13 @@ impl Pooler {
     /// Closes the pools and stops every task (connections close with them).
     pub fn stop(mut self) {
         self.shared.pools.close();
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        self.threads.stop();
     }
 }
 
 impl Drop for Pooler {
     fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        self.threads.stop();
     }
 }
 

@@ -300,10 +300,16 @@ impl ServerPool {
 
     /// Returns a connection. Broken ones are closed, and so are overflow ones nobody waits for.
     pub(crate) fn release(&self, server: Server) {
-        let status = self.pool.status();
-        let size = self.size.load(Ordering::Relaxed);
-        if server.broken || (status.size > size && status.waiting == 0) {
+        if server.broken {
             drop(Object::take(server));
+            return;
+        }
+        // Without overflow there is nothing to close (and no pool lock to take to find out).
+        if self.spec.max_overflow > 0 {
+            let status = self.pool.status();
+            if status.size > self.size.load(Ordering::Relaxed) && status.waiting == 0 {
+                drop(Object::take(server));
+            }
         }
     }
 

@@ -27,6 +27,10 @@ use super::sql;
 use super::stats::{Finished, PoolTotals, rows_of_tag};
 use crate::config::PoolMode;
 
+/// The settings fingerprint of a server whose session state nobody tracked: whoever gets it
+/// next has theirs applied in full.
+const UNKNOWN_SETTINGS: u64 = u64::MAX;
+
 /// Relay buffers larger than this are given back between transactions.
 const KEPT_BUFFER: usize = 16 * 1024;
 
@@ -259,10 +263,8 @@ impl Session {
             make_room(&mut conn.buf);
             make_room(&mut server.buf);
             tokio::select! {
-                read = conn.stream.read_buf(&mut conn.buf) => match read {
-                    Ok(n) if n > 0 => {}
-                    _ => return Held::ClientGone,
-                },
+                // The server's replies first: they are what a held connection waits for.
+                biased;
                 read = server.stream.read_buf(&mut server.buf) => match read {
                     Ok(n) if n > 0 => {
                         relay_replies(server, &mut self.to_client, &self.pool);
@@ -276,6 +278,11 @@ impl Session {
                     Ok(_) => return Held::ServerLost(std::io::ErrorKind::UnexpectedEof.into()),
                     Err(err) => return Held::ServerLost(err),
                 },
+                read = conn.stream.read_buf(&mut conn.buf) => match read {
+                    Ok(n) if n > 0 => {}
+                    _ => return Held::ClientGone,
+                },
+
                 () = expired => {
                     if busy_since.is_some() {
                         debug!("query_timeout: cancelling the running query");
@@ -403,8 +410,10 @@ impl Session {
             server.broken = true;
             return self.pool.release(server);
         }
-        let reset = self.shared.config().reset_on_return
-            && (!self.transaction_mode() || self.pinned.is_some());
+        // A pinned client's state cannot be left behind; a session's may, when the operator
+        // turned reset_on_return off (and then its settings are unknown to the next client).
+        let reset = self.pinned.is_some()
+            || (!self.transaction_mode() && self.shared.config().reset_on_return);
         let cleaned = tokio::time::timeout(RESET_TIMEOUT, async {
             if server.status != b'I' {
                 server.execute("ROLLBACK").await?;
@@ -413,6 +422,8 @@ impl Session {
                 server.execute("DISCARD ALL").await?;
                 server.statements.clear();
                 server.settings = 0;
+            } else if !self.transaction_mode() {
+                server.settings = UNKNOWN_SETTINGS;
             }
             Ok::<_, super::server::ServerError>(())
         })

@@ -53,7 +53,7 @@ enum Token<'a> {
 /// Reads `sql` once; cheap enough for every query (no allocation unless a statement matters).
 pub(crate) fn effects(sql: &str) -> Effects {
     let mut effects = Effects::default();
-    let mut tokens = Vec::new();
+    let mut tokens = Vec::with_capacity(32);
     let mut start = 0;
     let mut shape = xxhash_rust::xxh3::Xxh3Default::new();
     lex(sql, |token, at| {
@@ -75,8 +75,14 @@ pub(crate) fn effects(sql: &str) -> Effects {
 fn hash_token(shape: &mut xxhash_rust::xxh3::Xxh3Default, token: Token<'_>) {
     match token {
         Token::Word(word) => {
-            for b in word.bytes() {
-                shape.update(&[b.to_ascii_lowercase()]);
+            // Case-insensitive, a chunk at a time (an update per byte would cost more than
+            // the rest of the lexing).
+            let mut lower = [0u8; 64];
+            for chunk in word.as_bytes().chunks(lower.len()) {
+                for (to, from) in lower.iter_mut().zip(chunk) {
+                    *to = from.to_ascii_lowercase();
+                }
+                shape.update(&lower[..chunk.len()]);
             }
         }
         Token::Quoted(text) => shape.update(text.as_bytes()),
