@@ -135,6 +135,18 @@ pub(crate) fn cstr(buf: &[u8]) -> Option<(&str, &[u8])> {
     Some((text, &buf[end + 1..]))
 }
 
+/// The SQL of a whole Query or Parse message; `None` when its body does not parse (or for any
+/// other message).
+pub(crate) fn sql_text(message: &[u8]) -> Option<&str> {
+    let body = message.get(5..)?;
+    let text = match message.first()? {
+        b'Q' => cstr(body),
+        b'P' => cstr(body).and_then(|(_, rest)| cstr(rest)),
+        _ => None,
+    };
+    text.map(|(text, _)| text)
+}
+
 /// Tags of the messages a client may send after startup.
 const FRONTEND_TAGS: &[u8] = b"BCdcfDEHFPpQSX";
 

@@ -483,10 +483,7 @@ pub fn decode_client_bytes(data: &[u8]) -> usize {
     while let Ok(Some((tag, len))) = codec::frontend_frame(&buf, 1 << 20) {
         let msg = buf.split_to(len);
         let text = match tag {
-            b'Q' => codec::cstr(&msg[5..]).map(|(text, _)| text),
-            b'P' => codec::cstr(&msg[5..])
-                .and_then(|(_, rest)| codec::cstr(rest))
-                .map(|(t, _)| t),
+            b'Q' | b'P' => codec::sql_text(&msg),
             _ => Some(""),
         };
         let Some(text) = text else { break };

@@ -311,8 +311,7 @@ impl Session {
                 b'X' => return Ok(false),
                 b'Q' | b'S' | b'F' => {
                     if tag == b'Q' {
-                        let (text, _) =
-                            codec::cstr(&msg[5..]).ok_or(ProtocolError::BadBody("Query"))?;
+                        let text = codec::sql_text(&msg).ok_or(ProtocolError::BadBody("Query"))?;
                         let fingerprint = self.note_effects(text, server);
                         self.group_shape = Some((fingerprint, msg.clone()));
                     }
@@ -330,10 +329,7 @@ impl Session {
                 }
                 b'P' | b'B' | b'D' | b'C' if transaction_mode => {
                     if tag == b'P' {
-                        let text = codec::cstr(&msg[5..])
-                            .and_then(|(_, rest)| codec::cstr(rest))
-                            .ok_or(ProtocolError::BadBody("Parse"))?
-                            .0;
+                        let text = codec::sql_text(&msg).ok_or(ProtocolError::BadBody("Parse"))?;
                         let fingerprint = self.note_effects(text, server);
                         self.group_shape = Some((fingerprint, msg.clone()));
                     }
@@ -353,10 +349,7 @@ impl Session {
                     server.unsynced = true;
                 }
                 b'P' => {
-                    let text = codec::cstr(&msg[5..])
-                        .and_then(|(_, rest)| codec::cstr(rest))
-                        .ok_or(ProtocolError::BadBody("Parse"))?
-                        .0;
+                    let text = codec::sql_text(&msg).ok_or(ProtocolError::BadBody("Parse"))?;
                     self.group_shape = Some((sql::effects(text).fingerprint, msg.clone()));
                     server.unsynced = true;
                     self.to_server.put_slice(&msg);
@@ -519,8 +512,9 @@ fn group_answered(server: &mut ServerConn, pool: &ServerPool) {
                 rows: server.rows,
                 failed: server.failed,
             };
-            pool.queries
-                .record(finished, || sql::normalize(query_text(&message)));
+            pool.queries.record(finished, || {
+                sql::normalize(codec::sql_text(&message).unwrap_or_default())
+            });
         }
     }
     server.rows = 0;
@@ -534,14 +528,4 @@ fn group_answered(server: &mut ServerConn, pool: &ServerPool) {
             now.duration_since(started).as_micros() as u64,
         );
     }
-}
-
-/// The SQL of a Query or Parse message.
-fn query_text(message: &[u8]) -> &str {
-    let body = &message[5..];
-    let text = match message[0] {
-        b'P' => codec::cstr(body).and_then(|(_, rest)| codec::cstr(rest)),
-        _ => codec::cstr(body),
-    };
-    text.map_or("", |(text, _)| text)
 }
