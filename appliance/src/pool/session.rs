@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 
 use super::Shared;
 use super::cancel::cancel_server;
-use super::client::{Conn, IDLE_BUFFER, make_room, shrink};
+use super::client::{Conn, IDLE_BUFFER, RELAY_BUFFER, make_room, shrink};
 use super::codec::{self, ProtocolError};
 use super::pools::{Server, ServerPool};
 use super::prepared::{self, ClientStatements, Reply, ServerSide};
@@ -110,37 +110,60 @@ impl Session {
             {
                 continue;
             }
-            let mut server = match self.acquire().await {
-                Ok(server) => server,
-                Err(err) => return conn.fatal(err.code(), &err.to_string()).await,
-            };
-            if let Err(err) = self.attach(&mut server).await {
-                self.detach(&server);
-                self.pool.release(server);
-                return conn.fatal(err.code(), &err.to_string()).await;
+            // Boxed: an idle client's task then holds only this loop's state, not the
+            // relay's (measured with 10,000 idle clients).
+            if !Box::pin(self.transaction(&mut conn)).await {
+                return;
             }
-            let held = self.hold(&mut conn, &mut server).await;
+        }
+    }
+
+    /// Gets a server, relays until it can go back, and gives it back; `false` when the
+    /// client's connection ends.
+    async fn transaction<S: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        conn: &mut Conn<S>,
+    ) -> bool {
+        let mut server = match self.acquire().await {
+            Ok(server) => server,
+            Err(err) => {
+                conn.fatal(err.code(), &err.to_string()).await;
+                return false;
+            }
+        };
+        if let Err(err) = self.attach(&mut server).await {
             self.detach(&server);
-            match held {
-                Held::Done => {
-                    self.pool.release(server);
-                    // Between transactions the client holds only small buffers.
-                    shrink(&mut conn.buf, IDLE_BUFFER);
-                    shrink(&mut self.to_server, KEPT_BUFFER);
-                    shrink(&mut self.to_client, KEPT_BUFFER);
-                }
-                Held::ClientGone => return self.give_back(server).await,
-                Held::ClientBroke(err) => {
-                    self.give_back(server).await;
-                    return conn.fatal("08P01", &err.to_string()).await;
-                }
-                Held::ServerLost(err) => {
-                    server.broken = true;
-                    self.pool.release(server);
-                    warn!(error = %err, "server connection lost while serving a client");
-                    let text = format!("server connection lost: {err}");
-                    return conn.fatal("08006", &text).await;
-                }
+            self.pool.release(server);
+            conn.fatal(err.code(), &err.to_string()).await;
+            return false;
+        }
+        let held = self.hold(conn, &mut server).await;
+        self.detach(&server);
+        match held {
+            Held::Done => {
+                self.pool.release(server);
+                // Between transactions the client holds only small buffers.
+                shrink(&mut conn.buf, IDLE_BUFFER);
+                shrink(&mut self.to_server, KEPT_BUFFER);
+                shrink(&mut self.to_client, KEPT_BUFFER);
+                true
+            }
+            Held::ClientGone => {
+                self.give_back(server).await;
+                false
+            }
+            Held::ClientBroke(err) => {
+                self.give_back(server).await;
+                conn.fatal("08P01", &err.to_string()).await;
+                false
+            }
+            Held::ServerLost(err) => {
+                server.broken = true;
+                self.pool.release(server);
+                warn!(error = %err, "server connection lost while serving a client");
+                let text = format!("server connection lost: {err}");
+                conn.fatal("08006", &text).await;
+                false
             }
         }
     }
@@ -260,8 +283,8 @@ impl Session {
                     None => std::future::pending().await,
                 }
             };
-            make_room(&mut conn.buf);
-            make_room(&mut server.buf);
+            make_room(&mut conn.buf, RELAY_BUFFER);
+            make_room(&mut server.buf, RELAY_BUFFER);
             tokio::select! {
                 // The server's replies first: they are what a held connection waits for.
                 biased;

@@ -2,41 +2,43 @@
 //! deflate state allocates and clears a few hundred KiB, which costs more than compressing a
 //! small JSON answer; resetting a pooled one does not.
 //!
-//! A small body of known length is better still compressed whole ([`gzip_small`]) with a window
-//! and buffers sized to it, as nginx does (measured: pass-through of a 524-byte JSON went from
-//! 0.61 to 0.64-0.67 of nginx). zlib-rs keeps its 64 Ki-entry hash table whatever the memory
-//! level, so clearing that table is still most of the cost of a small body.
+//! A small body of known length is better still compressed whole ([`gzip_small`]) by
+//! libdeflate, whose one-shot compressor is kept per thread and needs no stream state: zlib-rs
+//! allocated and cleared a 128 KiB hash table for each call, which made gzip about a fifth of
+//! a pass-through JSON answer's CPU.
 
 use std::cell::RefCell;
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+use libdeflater::{CompressionLvl, Compressor};
 
-/// Bodies shorter than this are worth [`gzip_small`]: the largest window that still shrinks.
-pub(crate) const SMALL_BODY: u64 = (1 << 14) - 262;
+/// Bodies shorter than this are compressed whole by [`gzip_small`]; longer ones stream.
+pub(crate) const SMALL_BODY: u64 = 16 * 1024;
 
-/// `body` as one gzip member at `level`, with the smallest window (and memory level, in step
-/// with it) that still reaches back over the whole body (nginx's `ngx_http_gzip_filter` rule).
+thread_local! {
+    /// One-shot compressors by level (a few hundred KiB each, so one per level in use).
+    static ONE_SHOT: RefCell<Vec<(u32, Compressor)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `body` as one gzip member at `level` (1-9, zlib's scale, which libdeflate shares).
 pub(crate) fn gzip_small(body: &[u8], level: u32) -> Vec<u8> {
-    let (mut window_bits, mut mem_level) = (15, 8);
-    while window_bits > 9 && body.len() < (1 << (window_bits - 1)) - 262 {
-        window_bits -= 1;
-        mem_level -= 1;
-    }
-    let config = zlib_rs::DeflateConfig {
-        level: level as i32,
-        method: zlib_rs::Method::Deflated,
-        // 16 more: a gzip wrapper (header, CRC-32 and length) instead of zlib's.
-        window_bits: window_bits + 16,
-        mem_level,
-        strategy: zlib_rs::Strategy::Default,
-    };
-    // The bound is for zlib's 6-byte wrapper; gzip's is 18.
-    let mut out = vec![0; zlib_rs::compress_bound(body.len()) + 12];
-    let (written, code) = zlib_rs::compress_slice(&mut out, body, config);
-    assert_eq!(code, zlib_rs::ReturnCode::Ok, "the bound fits any input");
-    let length = written.len();
-    out.truncate(length);
-    out
+    ONE_SHOT.with_borrow_mut(|compressors| {
+        let at = match compressors.iter().position(|(l, _)| *l == level) {
+            Some(at) => at,
+            None => {
+                let lvl = CompressionLvl::new(level as i32).unwrap_or_default();
+                compressors.push((level, Compressor::new(lvl)));
+                compressors.len() - 1
+            }
+        };
+        let compressor = &mut compressors[at].1;
+        let mut out = vec![0; compressor.gzip_compress_bound(body.len())];
+        let written = compressor
+            .gzip_compress(body, &mut out)
+            .expect("the bound fits any input");
+        out.truncate(written);
+        out
+    })
 }
 
 /// Compressors kept per thread, per level; more than this are dropped when returned.
