@@ -24,6 +24,7 @@ use crate::file_stamp::FileStamp;
 use crate::loadtest;
 use crate::monitor::health::{BoundAddrs, HealthSources};
 use crate::monitor::{Monitors, schedule};
+use crate::operations::{Control, Operations, UploadError};
 use crate::policy::{self, Plugins, PolicyEngine};
 use crate::pool::Pooler;
 use crate::store::{self, SledStore, Store, Tree};
@@ -143,11 +144,15 @@ impl App {
         let monitors = Monitors::new(&edge, Arc::clone(&store), config);
         let addrs = listeners.addrs();
         let (control, inbox) = unbounded_channel();
+        let operations = Arc::new(Operations::new(control.clone(), self.loaded.clone()));
         let pooler = match config.pool.enabled() {
             true => {
                 let listeners = std::mem::take(&mut listeners.pool);
-                let pooler = Pooler::start(&config.pool, listeners, reload_hook(control.clone()))
-                    .map_err(AppError::Start)?;
+                // The console's RELOAD goes through the serving thread, like SIGHUP.
+                let reloads = Arc::clone(&operations);
+                let reload: crate::pool::ReloadHook = Box::new(move || reloads.reload());
+                let pooler =
+                    Pooler::start(&config.pool, listeners, reload).map_err(AppError::Start)?;
                 edge.set_pooler(pooler.view());
                 Some(pooler)
             }
@@ -165,6 +170,7 @@ impl App {
             tls: provisioned.tls,
             addrs: addrs.clone(),
             control: control.clone(),
+            operations,
             pooler,
         };
         let thread = std::thread::Builder::new()
@@ -315,14 +321,6 @@ const H2_STREAM_WINDOW: u32 = 1024 * 1024;
 /// HTTP/2 receive window per connection.
 const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
 
-/// Messages to the serving thread.
-enum Control {
-    /// Reload the config; answer on the channel when given (SIGHUP gives none and logs).
-    Reload(Option<mpsc::Sender<Result<(), ConfigError>>>),
-    /// Stop accepting, drain, exit.
-    Shutdown,
-}
-
 /// A serving gatehouse. Dropping it shuts it down gracefully.
 pub struct RunningApp {
     addrs: BoundAddrs,
@@ -393,6 +391,7 @@ struct Serving {
     tls: Option<Arc<CertResolver>>,
     addrs: BoundAddrs,
     control: UnboundedSender<Control>,
+    operations: Arc<Operations>,
     pooler: Option<Pooler>,
 }
 
@@ -471,6 +470,9 @@ impl Serving {
                                 error!("reload refused, the running configuration stays:\n{err}")
                             }
                         }
+                    }
+                    Control::UploadPlugin { name, wasm, reply } => {
+                        let _ = reply.send(self.upload_plugin(&name, &wasm));
                     }
                     Control::Shutdown => break,
                 }
@@ -566,9 +568,11 @@ impl Serving {
         let admin_edge = web::Data::from(Arc::clone(&self.edge));
         let auth = web::Data::from(Arc::clone(&self.admin_auth));
         let monitors = web::Data::new(self.monitors.clone());
+        let operations = web::Data::from(Arc::clone(&self.operations));
         let admin = HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(health.clone())
+                .app_data(operations.clone())
                 .app_data(admin_edge.clone())
                 .app_data(auth.clone())
                 .app_data(monitors.clone())
@@ -637,6 +641,7 @@ impl Serving {
         }
         self.plugin_stamps = policy::source_stamps(&next.config.plugins);
         self.monitors.alerts.reload(&next.config);
+        self.operations.set_config(next.clone());
         self.loaded = next;
         Ok(())
     }
@@ -663,6 +668,46 @@ impl Serving {
                 self.loaded.error(&problems)
             ),
         }
+    }
+
+    /// Checks a new build of plugin `name`; when it loads, writes it over the plugin's file (so
+    /// a restart keeps it) and puts it in use. The running version stays for rollback.
+    fn upload_plugin(&mut self, name: &str, wasm: &[u8]) -> Result<String, UploadError> {
+        let config = &self.loaded.config;
+        let source = match config.plugins.get(name) {
+            None => return Err(UploadError::Unknown(name.to_string())),
+            Some(plugin) if plugin.source.starts_with("builtin:") => {
+                return Err(UploadError::BuiltIn(
+                    name.to_string(),
+                    plugin.source.clone(),
+                ));
+            }
+            Some(plugin) => std::path::PathBuf::from(&plugin.source),
+        };
+        let engine = self
+            .policy
+            .as_ref()
+            .expect("configured plugins have an engine");
+        let prepared = self
+            .edge
+            .runtime()
+            .plugins
+            .prepare_with(engine, &config.plugins, Some((name, wasm)))
+            .map_err(|problems| UploadError::Invalid(self.loaded.error(&problems).to_string()))?;
+        crate::file_stamp::write_atomically(&source, wasm)
+            .map_err(|err| UploadError::Write(source.display().to_string(), err.to_string()))?;
+        for group in self.edge.apply(config, prepared.commit()) {
+            spawn_checks(&group);
+        }
+        self.plugin_stamps = policy::source_stamps(&config.plugins);
+        let runtime = self.edge.runtime();
+        let sha256 = runtime
+            .plugins
+            .get(name)
+            .map(|plugin| plugin.current().sha256.clone())
+            .unwrap_or_default();
+        info!(plugin = name, %sha256, "plugin uploaded through the admin API and in use");
+        Ok(sha256)
     }
 
     /// Loads the plugins of `next` that are new or changed (the engine is created the first time
@@ -749,21 +794,6 @@ fn spawn_server(server: actix_web::dev::Server) -> actix_web::dev::ServerHandle 
     let handle = server.handle();
     actix_rt::spawn(server);
     handle
-}
-
-/// How the pooler's console asks for a reload: through the serving thread, like SIGHUP, but
-/// waiting for the answer.
-fn reload_hook(control: UnboundedSender<Control>) -> crate::pool::ReloadHook {
-    Box::new(move || {
-        let (reply, answer) = mpsc::channel();
-        control
-            .send(Control::Reload(Some(reply)))
-            .map_err(|_| "gatehouse is stopping".to_string())?;
-        match answer.recv() {
-            Ok(result) => result.map_err(|err| err.to_string()),
-            Err(_) => Err("gatehouse is stopping".to_string()),
-        }
-    })
 }
 
 /// SIGTERM and SIGINT drain and stop; SIGHUP reloads.

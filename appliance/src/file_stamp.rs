@@ -1,6 +1,7 @@
 //! Noticing that a file changed, by polling its metadata. Polling catches what inotify misses:
 //! a symlink flipped to a new target (certbot's `live/`, Kubernetes secret volumes) and files
-//! replaced by rename, and it needs no watcher thread.
+//! replaced by rename, and it needs no watcher thread. Writing one whole ([`write_atomically`])
+//! is here too.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -23,6 +24,25 @@ impl FileStamp {
             len: meta.len(),
             inode: meta.ino(),
         })
+    }
+}
+
+/// Replaces the file at `path` with `bytes` by writing a sibling and renaming it over, so a
+/// reader (or a crash) sees the old file or the new one, never half of one.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut sibling = path.as_os_str().to_owned();
+    sibling.push(".new");
+    let sibling = std::path::PathBuf::from(sibling);
+    let written = std::fs::File::create(&sibling).and_then(|mut file| {
+        std::io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()
+    });
+    match written.and_then(|()| std::fs::rename(&sibling, path)) {
+        Ok(()) => Ok(()),
+        Err(err) => {
+            let _ = std::fs::remove_file(&sibling);
+            Err(err)
+        }
     }
 }
 

@@ -9,7 +9,8 @@
 //! | [`pool`] | the PostgreSQL pooler: wire protocol, auth, server pools, prepared statements |
 //! | [`store`] | the embedded state store behind a narrow trait |
 //! | `redis` | the link to Redis that the shared cache tier and shared rate limits use |
-//! | [`monitor`] | health reports (later metrics, trends, alerts) |
+//! | [`monitor`] | health reports, metrics, trends, alerts, recommendations |
+//! | `operations` | requests to the serving thread (reload, plugin upload) and the config in force |
 //! | [`telemetry`] | process and access logs |
 //!
 //! `main.rs` only parses the CLI and calls [`App`]; tests start the same [`App`] on port 0.
@@ -21,6 +22,7 @@ pub mod edge;
 mod file_stamp;
 pub mod loadtest;
 pub mod monitor;
+mod operations;
 pub mod policy;
 pub mod pool;
 mod redis;

@@ -20,6 +20,10 @@ async fn admin_routes_need_the_token_except_health() {
         (Method::GET, "/api/v1/plugins"),
         (Method::POST, "/api/v1/cache/purge"),
         (Method::DELETE, "/api/v1/cache/hosts/example.com"),
+        // Under the lockout's 10 wrong tokens: one wrong try per call.
+        (Method::GET, "/api/v1/overview"),
+        (Method::GET, "/api/v1/config"),
+        (Method::POST, "/ui/logout"),
     ];
     for (method, path) in &calls {
         let call = || {
@@ -34,7 +38,10 @@ async fn admin_routes_need_the_token_except_health() {
         let wrong = call().bearer_auth("gh_wrong").send().await.unwrap();
         assert_eq!(wrong.status(), 401, "{method} {path} with a wrong token");
         let right = call().bearer_auth(&token).send().await.unwrap();
-        assert_eq!(right.status(), 200, "{method} {path} with the token");
+        assert!(
+            right.status().is_success(),
+            "{method} {path} with the token"
+        );
     }
     for path in ["/health", "/healthz"] {
         let open = http.get(gatehouse.admin_url(path)).send().await.unwrap();
@@ -168,4 +175,77 @@ fn contains_anywhere(dir: &Path, needle: &[u8]) -> bool {
         let bytes = std::fs::read(&path).unwrap_or_default();
         bytes.windows(needle.len()).any(|window| window == needle)
     })
+}
+
+/// The web UI's session: the token buys an HttpOnly cookie; the cookie reads, but changes
+/// nothing without the session's CSRF token; logging out or rotating the token ends it.
+#[tokio::test]
+async fn a_ui_session_reads_changes_only_with_its_csrf_token_and_ends() {
+    let gatehouse = Gatehouse::start("");
+    let http = client(None);
+    let login = |token: &str| {
+        http.post(gatehouse.admin_url("/ui/login"))
+            .json(&json!({ "token": token }))
+            .send()
+    };
+    assert_eq!(login("gh_wrong").await.unwrap().status(), 401);
+    let answer = login(gatehouse.admin_token()).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let set_cookie = answer.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let csrf = answer.json::<serde_json::Value>().await.unwrap()["csrf"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let with_cookie = |method: Method, path: &str| {
+        http.request(method, gatehouse.admin_url(path))
+            .header("cookie", &cookie)
+    };
+    let session = with_cookie(Method::GET, "/api/v1/session")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status(), 200);
+    assert_eq!(
+        session.json::<serde_json::Value>().await.unwrap()["csrf"],
+        csrf
+    );
+    let purge =
+        || with_cookie(Method::POST, "/api/v1/cache/purge").json(&json!({ "prefix": "none/" }));
+    assert_eq!(purge().send().await.unwrap().status(), 403);
+    let forged = purge()
+        .header("x-csrf-token", "forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let allowed = purge().header("x-csrf-token", &csrf).send().await.unwrap();
+    assert_eq!(allowed.status(), 200);
+
+    let logout = with_cookie(Method::POST, "/ui/logout")
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 204);
+    assert!(
+        logout.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let ended = with_cookie(Method::GET, "/api/v1/session")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 401);
+
+    // Wrong tokens at the login form count as guesses, like wrong bearer tokens.
+    for _ in 0..10 {
+        login("gh_guess").await.unwrap();
+    }
+    assert_eq!(login(gatehouse.admin_token()).await.unwrap().status(), 429);
 }

@@ -173,3 +173,56 @@ async fn a_refused_reload_keeps_the_running_config() {
         .unwrap();
     assert_eq!(who().await, "second GET /who");
 }
+
+/// `GET /api/v1/config` lists each value in force with where it came from, secrets hidden;
+/// `POST /api/v1/config/reload` reloads the file, or answers 422 naming its line.
+#[tokio::test]
+async fn the_admin_api_shows_values_with_their_sources_and_reloads() {
+    let first = Upstream::start("first").await;
+    let second = Upstream::start("second").await;
+    let gatehouse = Gatehouse::start(&format!(
+        "[redis]\nurl = \"redis://:hunter2@127.0.0.1:1/0\"\n\n{}",
+        app_upstream(first.addr, "")
+    ));
+    let settings = gatehouse.admin_json("/api/v1/config").await["settings"].clone();
+    let servers = &settings["upstreams.app.servers"];
+    assert_eq!(
+        servers["value"],
+        serde_json::json!([first.addr.to_string()])
+    );
+    let source = servers["source"].as_str().unwrap();
+    assert!(source.ends_with("gatehouse.toml:5"), "{source}");
+    assert_eq!(settings["edge.keep_alive"]["source"], "default");
+    assert_eq!(settings["redis.url"]["value"], "redis://***@127.0.0.1:1/0");
+    assert!(!settings.to_string().contains("hunter2"));
+
+    let reload = || async {
+        gatehouse
+            .admin(reqwest::Method::POST, "/api/v1/config/reload")
+            .send()
+            .await
+            .unwrap()
+    };
+    std::fs::write(
+        &gatehouse.config_path,
+        "[upstreams.app]\nservers = [\"no-port\"]\n",
+    )
+    .unwrap();
+    let refused = reload().await;
+    assert_eq!(refused.status(), 422);
+    let why = refused.json::<serde_json::Value>().await.unwrap()["error"].to_string();
+    assert!(
+        why.contains("gatehouse.toml:2") && why.contains("upstreams.app.servers.0"),
+        "{why}"
+    );
+
+    gatehouse
+        .reload_with(&app_upstream(second.addr, ""))
+        .unwrap();
+    assert_eq!(reload().await.status(), 200, "the file as it is now loads");
+    let settings = gatehouse.admin_json("/api/v1/config").await["settings"].clone();
+    assert_eq!(
+        settings["upstreams.app.servers"]["value"],
+        serde_json::json!([second.addr.to_string()])
+    );
+}

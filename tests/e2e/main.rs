@@ -37,3 +37,4 @@ mod timeouts;
 mod tls;
 mod traces;
 mod trends;
+mod web_ui;

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use reqwest::Method;
+use serde_json::json;
+
 use crate::support::json_of;
 use crate::support::postgres::{self, DATABASE, pooled_client, tool};
 
@@ -88,9 +91,32 @@ async fn only_admin_users_get_the_console() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_new_transactions_until_resume() {
     let gatehouse = postgres::start("admin_users = [\"postgres\"]").await;
-    let client = pooled_client(&gatehouse).await;
+    let pause = async || assert_eq!(console(&gatehouse, "PAUSE").await.unwrap().trim(), "PAUSE");
+    let resume = async || {
+        console(&gatehouse, "RESUME").await.unwrap();
+    };
+    holds_until_resumed(&gatehouse, pause, resume).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_pauses_and_resumes_like_the_console() {
+    let gatehouse = postgres::start("").await;
+    let call =
+        async |path: &str| json_of(gatehouse.admin(Method::POST, path).json(&json!({}))).await;
+    let pause = async || assert_eq!(call("/api/v1/pool/pause").await["paused"], json!(["*"]));
+    let resume = async || assert_eq!(call("/api/v1/pool/resume").await["paused"], json!([]));
+    holds_until_resumed(&gatehouse, pause, resume).await;
+}
+
+/// A client's next transaction waits while paused and runs once resumed.
+async fn holds_until_resumed(
+    gatehouse: &crate::support::Gatehouse,
+    pause: impl AsyncFn(),
+    resume: impl AsyncFn(),
+) {
+    let client = pooled_client(gatehouse).await;
     client.batch_execute("select 1").await.unwrap();
-    assert_eq!(console(&gatehouse, "PAUSE").await.unwrap().trim(), "PAUSE");
+    pause().await;
     let paused = tokio::spawn(async move {
         client
             .query_one("select 2", &[])
@@ -102,7 +128,7 @@ async fn pause_holds_new_transactions_until_resume() {
         !paused.is_finished(),
         "a query ran while the pool was paused"
     );
-    console(&gatehouse, "RESUME").await.unwrap();
+    resume().await;
     let two = tokio::time::timeout(Duration::from_secs(10), paused)
         .await
         .unwrap()

@@ -6,19 +6,21 @@ use actix_web::{HttpResponse, web};
 
 use std::sync::Arc;
 
-use super::error;
+use super::{dashboard, error, login, operate};
 use crate::edge::EdgeState;
 use crate::edge::cache::Purge;
 use crate::monitor::Monitors;
 use crate::monitor::advisor::Advice;
 use crate::monitor::business::Posted;
 use crate::monitor::trends::TrendQuery;
+use crate::operations::Operations;
 
 /// Routes of the API.
 pub(crate) fn configure(config: &mut web::ServiceConfig) {
     config.service(
         web::scope("/api/v1")
             .route("/cache", web::get().to(cache_report))
+            .route("/cache/keys", web::get().to(cache_keys))
             .route("/cache/purge", web::post().to(purge))
             .route("/cache/hosts/{host}", web::delete().to(purge_host))
             .route("/plugins", web::get().to(plugins))
@@ -33,7 +35,10 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
             .route(
                 "/recommendations/refresh",
                 web::post().to(refresh_recommendations),
-            ),
+            )
+            .route("/session", web::get().to(login::current))
+            .configure(dashboard::configure)
+            .configure(operate::configure),
     );
 }
 
@@ -91,6 +96,22 @@ async fn cache_report(edge: web::Data<EdgeState>) -> HttpResponse {
     HttpResponse::Ok().json(edge.cache().report())
 }
 
+/// How many keys `GET /api/v1/cache/keys` lists, by default and at most.
+const KEYS_SHOWN: (usize, usize) = (50, 1000);
+
+/// How many keys to list.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/cache/keys?limit=50`: the entries in memory that answered most.
+async fn cache_keys(edge: web::Data<EdgeState>, query: web::Query<KeysQuery>) -> HttpResponse {
+    let limit = query.limit.unwrap_or(KEYS_SHOWN.0).min(KEYS_SHOWN.1);
+    HttpResponse::Ok().json(edge.cache().top_keys(limit))
+}
+
 /// `POST /api/v1/cache/purge` with one of `{"key": ...}`, `{"prefix": ...}`, `{"tag": ...}`,
 /// `{"host": ...}`.
 async fn purge(edge: web::Data<EdgeState>, what: web::Json<Purge>) -> HttpResponse {
@@ -108,9 +129,11 @@ async fn purged(edge: &EdgeState, what: &Purge) -> HttpResponse {
     HttpResponse::Ok().json(report)
 }
 
-/// `GET /api/v1/plugins`: each loaded policy plugin, its version, counters and rollback target.
-async fn plugins(edge: web::Data<EdgeState>) -> HttpResponse {
+/// `GET /api/v1/plugins`: each loaded policy plugin, its version, counters, rollback target and
+/// source (a file can be replaced by an upload; a built-in cannot).
+async fn plugins(edge: web::Data<EdgeState>, operations: web::Data<Operations>) -> HttpResponse {
     let runtime = edge.runtime();
+    let loaded = operations.config();
     let list: Vec<serde_json::Value> = runtime
         .plugins
         .iter()
@@ -121,6 +144,7 @@ async fn plugins(edge: web::Data<EdgeState>) -> HttpResponse {
                 counter.load(std::sync::atomic::Ordering::Relaxed)
             };
             let calls = read(&stats.calls);
+            let source = loaded.config.plugins.get(name).map(|p| p.source.as_str());
             serde_json::json!({
                 "name": name,
                 "kind": version.kind.to_string(),
@@ -130,6 +154,8 @@ async fn plugins(edge: web::Data<EdgeState>) -> HttpResponse {
                 "timeouts": read(&stats.timeouts),
                 "mean_call_us": (calls > 0).then(|| read(&stats.nanos) as f64 / calls as f64 / 1000.0),
                 "rollback_to": plugin.previous().map(|previous| previous.sha256.clone()),
+                "source": source,
+                "uploadable": source.is_some_and(|s| !s.starts_with("builtin:")),
             })
         })
         .collect();

@@ -1,14 +1,19 @@
 //! The admin listener: health endpoints, `/metrics`, the JSON API ([`api`]) and the reference
-//! deployment's paths ([`reference`]), described by `/api/openapi.json`; the web UI joins it
-//! later.
+//! deployment's paths ([`reference`]), described by `/api/openapi.json`, and the web UI
+//! ([`ui`], logged in with [`login`]).
 //! It serves operators, not the public, and listens on loopback by default. Everything but
 //! `/health*` needs the admin token ([`token`]); the control socket ([`control`]) lets the
 //! machine's operator rotate it.
 
 mod api;
 mod control;
+mod dashboard;
+mod login;
+mod operate;
 mod reference;
+mod session;
 mod token;
+mod ui;
 
 pub(crate) use control::serve as serve_control;
 pub use control::{RotateFailure, rotate_token};
@@ -16,12 +21,13 @@ pub(crate) use token::AdminAuth;
 pub use token::RotateError;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{AUTHORIZATION, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::middleware::{Next, from_fn};
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpMessage, HttpResponse, web};
 
 use self::token::Refusal;
 
@@ -35,6 +41,12 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
         .route("/health", web::get().to(|| async { liveness() }))
         .route("/healthz", web::get().to(healthz))
         .route("/api/openapi.json", web::get().to(reference::openapi))
+        .configure(ui::configure)
+        .service(
+            web::resource("/ui/login")
+                .app_data(json_body())
+                .route(web::post().to(login::login)),
+        )
         .service(
             web::scope("")
                 .wrap(from_fn(require_token))
@@ -42,6 +54,7 @@ pub(crate) fn configure(config: &mut web::ServiceConfig) {
                 .app_data(query_string())
                 .route("/readyz", web::get().to(readyz))
                 .route("/metrics", web::get().to(metrics))
+                .route("/ui/logout", web::post().to(login::logout))
                 .configure(api::configure)
                 .configure(reference::configure),
         );
@@ -65,7 +78,8 @@ async fn metrics(sources: web::Data<HealthSources>) -> HttpResponse {
     }
 }
 
-/// Refuses calls without the admin token, and addresses that failed too often.
+/// Refuses calls without the admin token or a web UI session, and addresses that failed too
+/// often. A session's calls that change something need its CSRF token too.
 async fn require_token(
     req: ServiceRequest,
     next: Next<impl actix_web::body::MessageBody + 'static>,
@@ -75,10 +89,38 @@ async fn require_token(
         .expect("the admin App has its AdminAuth");
     let client = req.peer_addr().map(|addr| addr.ip());
     let authorization = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
-    let refused = match auth.check(client, authorization) {
-        Ok(()) => return Ok(next.call(req).await?.map_into_boxed_body()),
-        Err(Refusal::Unauthorized) => {
-            tracing::warn!(client = ?client, path = req.path(), "admin call without the right token");
+    let cookie = req.cookie(session::COOKIE);
+    let checked = match (authorization, cookie) {
+        (None, Some(cookie)) => {
+            let changes = !req.method().is_safe();
+            let csrf = req
+                .headers()
+                .get(session::CSRF_HEADER)
+                .map(HeaderValue::as_bytes);
+            auth.sessions
+                .check(cookie.value(), changes, csrf, Instant::now())
+                .map(|session| {
+                    req.extensions_mut().insert(session);
+                })
+                .map_err(|why| login::session_refusal(&why))
+        }
+        (authorization, _) => auth.check(client, authorization).map_err(|why| {
+            if why == Refusal::Unauthorized {
+                tracing::warn!(client = ?client, path = req.path(), "admin call without the right token");
+            }
+            refusal(why)
+        }),
+    };
+    match checked {
+        Ok(()) => Ok(next.call(req).await?.map_into_boxed_body()),
+        Err(refused) => Ok(req.into_response(refused)),
+    }
+}
+
+/// The answer to a missing or wrong token.
+fn refusal(why: Refusal) -> HttpResponse {
+    match why {
+        Refusal::Unauthorized => {
             let mut answer = error(
                 StatusCode::UNAUTHORIZED,
                 "this call needs Authorization: Bearer <admin token>",
@@ -88,7 +130,7 @@ async fn require_token(
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             answer
         }
-        Err(Refusal::TooManyFailures(wait)) => {
+        Refusal::TooManyFailures(wait) => {
             let retry = wait.as_millis().div_ceil(1000).max(1) as u64;
             let mut answer = error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -99,8 +141,7 @@ async fn require_token(
                 .insert(RETRY_AFTER, HeaderValue::from(retry));
             answer
         }
-    };
-    Ok(req.into_response(refused))
+    }
 }
 
 /// JSON bodies of at most 64 KiB; a bad one is a 400 whose JSON error names the field.

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::session::{self, Sessions};
 use crate::edge::ratelimit::gcra::{Gcra, Quota};
 use crate::store::{Store, StoreError, Tree};
 use crate::upstream::clock_ms;
@@ -32,7 +33,7 @@ const FAILURES: Quota = Quota {
 /// Addresses whose failures are remembered at most.
 const FAILING_ADDRESSES: usize = 4096;
 
-type TokenDigest = [u8; 32];
+pub(super) type TokenDigest = [u8; 32];
 
 /// Checks admin calls against the token.
 pub(crate) struct AdminAuth {
@@ -40,10 +41,12 @@ pub(crate) struct AdminAuth {
     /// Where a rotated digest is kept; `None` when the token comes from the config.
     store: Option<Arc<dyn Store>>,
     failures: Gcra,
+    /// The browsers logged in to the web UI with the token.
+    pub(super) sessions: Sessions,
 }
 
 /// Why a call is refused.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
     /// No token, or the wrong one.
     Unauthorized,
@@ -85,6 +88,7 @@ impl AdminAuth {
             digest: ArcSwap::from_pointee(digest),
             store,
             failures: Gcra::new(FAILING_ADDRESSES),
+            sessions: Sessions::new(session::LIFETIME),
         }
     }
 
@@ -94,15 +98,23 @@ impl AdminAuth {
         client: Option<IpAddr>,
         authorization: Option<&[u8]>,
     ) -> Result<(), Refusal> {
+        let token = authorization.and_then(|value| value.strip_prefix(b"Bearer "));
+        self.check_token(client, token)
+    }
+
+    /// Checks a token `client` gave (a login form, or a bearer field).
+    pub(crate) fn check_token(
+        &self,
+        client: Option<IpAddr>,
+        token: Option<&[u8]>,
+    ) -> Result<(), Refusal> {
         let address = client.map(|ip| ip.to_string()).unwrap_or_default();
         let now_ns = clock_ms().saturating_mul(1_000_000);
         let allowance = self.failures.peek("admin", &address, FAILURES, now_ns);
         if !allowance.allowed {
             return Err(Refusal::TooManyFailures(allowance.retry_after));
         }
-        let given = authorization
-            .and_then(|value| value.strip_prefix(b"Bearer "))
-            .map(|token| digest_bytes(token.trim_ascii()));
+        let given = token.map(|token| digest_bytes(token.trim_ascii()));
         let expected = self.digest.load();
         match given {
             Some(given) if bool::from(given.ct_eq(&**expected)) => Ok(()),
@@ -120,6 +132,7 @@ impl AdminAuth {
         let store = self.store.as_ref().ok_or(RotateError::Configured)?;
         let token = rotate_stored(store.as_ref())?;
         self.digest.store(Arc::new(digest(&token)));
+        self.sessions.end_all();
         Ok(token)
     }
 }
@@ -134,21 +147,21 @@ pub(crate) fn rotate_stored(store: &dyn Store) -> Result<String, StoreError> {
 
 /// `gh_` and 256 random bits from the OS, in hex.
 fn generate() -> String {
+    format!("gh_{}", random_hex())
+}
+
+/// 256 random bits from the OS, in hex: tokens nobody can guess.
+pub(super) fn random_hex() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the OS random source works");
-    let mut token = String::with_capacity(3 + 64);
-    token.push_str("gh_");
-    for byte in bytes {
-        token.push_str(&format!("{byte:02x}"));
-    }
-    token
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 fn digest(token: &str) -> TokenDigest {
     digest_bytes(token.as_bytes())
 }
 
-fn digest_bytes(token: &[u8]) -> TokenDigest {
+pub(super) fn digest_bytes(token: &[u8]) -> TokenDigest {
     Sha256::digest(token).into()
 }
 

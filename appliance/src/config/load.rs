@@ -182,6 +182,36 @@ impl Loaded {
         Self::build(file, self.sources.environment.clone())
     }
 
+    /// Where the value at `path` came from: `FILE:LINE`, `env VARIABLE` or `default`. An
+    /// element of an array of tables comes whole from one layer, so its keys take the
+    /// element's source.
+    pub(super) fn origin_of(&self, path: &[String]) -> String {
+        let figment = &self.sources.figment;
+        let element = path
+            .iter()
+            .rposition(|segment| segment.parse::<usize>().is_ok())
+            .map(|at| &path[..=at]);
+        let metadata = figment
+            .find_metadata(&path.join("."))
+            .or_else(|| element.and_then(|element| figment.find_metadata(&element.join("."))));
+        let Some(metadata) = metadata else {
+            return "default".to_string();
+        };
+        match self
+            .sources
+            .locate(path, Some(metadata), String::new())
+            .origin
+        {
+            Origin::File {
+                path,
+                line: Some(line),
+            } => format!("{}:{line}", path.display()),
+            Origin::File { path, line: None } => path.display().to_string(),
+            Origin::Env { variable } => format!("env {variable}"),
+            Origin::Default => "default".to_string(),
+        }
+    }
+
     /// Turns problems found after loading (e.g. a certificate that does not parse) into an error
     /// that names where each key was set.
     pub fn error(&self, problems: &[Problem]) -> ConfigError {

@@ -8,6 +8,7 @@
 mod alerts;
 mod durations;
 mod env;
+pub mod explain;
 mod load;
 mod loadtest;
 mod locate;
@@ -410,6 +411,13 @@ pub struct RouteConfig {
 }
 
 impl RouteConfig {
+    /// Its name, or `route-INDEX` (its place in `edge.routes`) when it has none.
+    pub fn name_or_index(&self, index: usize) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("route-{index}"))
+    }
+
     fn default_path() -> String {
         "/".into()
     }

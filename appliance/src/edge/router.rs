@@ -88,11 +88,7 @@ impl Router {
             .iter()
             .enumerate()
             .map(|(index, config)| Route {
-                name: config
-                    .name
-                    .clone()
-                    .unwrap_or_else(|| format!("route-{index}"))
-                    .into(),
+                name: config.name_or_index(index).into(),
                 hosts: config.hosts.iter().map(|h| HostPattern::parse(h)).collect(),
                 path: config.path.clone(),
                 strip_prefix: config.strip_prefix,

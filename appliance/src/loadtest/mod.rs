@@ -3,6 +3,7 @@
 //! connections for a fixed time; latencies go into an HDR histogram. The summary is the
 //! reference deployment's table: requests per second, average and p99 latency, failures.
 
+pub mod on_demand;
 mod report;
 pub mod schedule;
 

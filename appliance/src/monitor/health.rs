@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -77,6 +78,9 @@ pub struct Checks {
     pub redis: Option<Check<RedisDetail>>,
     /// The pooler's databases (gatehouse's own probe of each), when the pooler runs.
     pub databases: Option<Check<BTreeMap<String, Probe>>>,
+    /// The OTLP trace exporter, when traces are on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traces: Option<Check<TracesDetail>>,
 }
 
 /// A subsystem's verdict with its details.
@@ -98,6 +102,17 @@ pub struct RedisDetail {
     pub connected: bool,
 }
 
+/// The trace exporter's counts since start.
+#[derive(Debug, Serialize)]
+pub struct TracesDetail {
+    /// Spans the collector accepted.
+    pub exported: u64,
+    /// Exports that failed.
+    pub failed_exports: u64,
+    /// Spans dropped because the export queue was full.
+    pub dropped: u64,
+}
+
 /// What `/readyz` says.
 #[derive(Debug, Serialize)]
 pub struct Readiness {
@@ -114,6 +129,10 @@ pub struct Readiness {
 /// Why the shared tier's check is not ok.
 const REDIS_DOWN: &str = "Redis is unreachable: the cache answers from its local tiers only, \
      and shared rate limits do as rate_limits.when_redis_down says";
+
+/// Why the trace exporter's check is not ok.
+const TRACES_FAILING: &str = "the OTLP collector refused or did not answer the last export: \
+     spans are being dropped (requests are not held)";
 
 /// The certificate being served.
 #[derive(Debug, Serialize)]
@@ -178,6 +197,23 @@ impl HealthSources {
                 detail: probes,
             }
         });
+        let traces = self.edge.traces().map(|traces| {
+            let counters = traces.counters();
+            let failing = counters.last_failed.load(Ordering::Relaxed);
+            Check {
+                status: if failing {
+                    Status::Degraded
+                } else {
+                    Status::Ok
+                },
+                error: failing.then(|| TRACES_FAILING.to_string()),
+                detail: TracesDetail {
+                    exported: counters.exported.load(Ordering::Relaxed),
+                    failed_exports: counters.failed_exports.load(Ordering::Relaxed),
+                    dropped: counters.dropped.load(Ordering::Relaxed),
+                },
+            }
+        });
         let status = [
             Some(listeners.status),
             Some(store.status),
@@ -185,6 +221,7 @@ impl HealthSources {
             tls.as_ref().map(|t| t.status),
             redis.as_ref().map(|r| r.status),
             databases.as_ref().map(|d| d.status),
+            traces.as_ref().map(|t| t.status),
         ]
         .into_iter()
         .flatten()
@@ -201,6 +238,7 @@ impl HealthSources {
                 tls,
                 redis,
                 databases,
+                traces,
             },
         }
     }

@@ -7,6 +7,7 @@
 pub mod advisor;
 pub mod alerts;
 pub mod business;
+pub mod dashboard;
 mod exposition;
 pub mod health;
 pub mod live;
@@ -26,6 +27,7 @@ use self::readings::Readings;
 use self::trends::Trends;
 use crate::config::Config;
 use crate::edge::EdgeState;
+use crate::loadtest::on_demand::OnDemand;
 use crate::loadtest::schedule::LoadTestLog;
 use crate::store::Store;
 
@@ -40,8 +42,10 @@ pub struct Monitors {
     pub alerts: Arc<Alerts>,
     /// Time series, unless turned off.
     pub trends: Option<Arc<Trends>>,
-    /// Scheduled load test runs.
+    /// Scheduled load test runs (and those started from the admin API).
     pub load_tests: Arc<LoadTestLog>,
+    /// The load test started from the admin API.
+    pub on_demand: Arc<OnDemand>,
 }
 
 impl Monitors {
@@ -49,22 +53,27 @@ impl Monitors {
     pub fn new(edge: &Arc<EdgeState>, store: Arc<dyn Store>, config: &Config) -> Self {
         let keep = config.monitoring.window;
         let readings = Arc::new(Readings::new(Arc::clone(edge), Instant::now(), keep));
+        let advisor = Arc::new(Advisor::new(
+            Arc::clone(&readings),
+            Arc::clone(&store),
+            config.monitoring.window,
+        ));
+        let alerts = Arc::new(Alerts::new(
+            Arc::clone(&readings),
+            Arc::clone(&store),
+            config,
+        ));
+        let trends = config
+            .trends
+            .enabled
+            .then(|| Arc::new(Trends::new(Arc::clone(&store), &config.trends)));
+        let load_tests = Arc::new(LoadTestLog::new(store, config.load_test.history));
         Self {
-            advisor: Arc::new(Advisor::new(
-                Arc::clone(&readings),
-                Arc::clone(&store),
-                config.monitoring.window,
-            )),
-            alerts: Arc::new(Alerts::new(
-                Arc::clone(&readings),
-                Arc::clone(&store),
-                config,
-            )),
-            trends: config
-                .trends
-                .enabled
-                .then(|| Arc::new(Trends::new(Arc::clone(&store), &config.trends))),
-            load_tests: Arc::new(LoadTestLog::new(store, config.load_test.history)),
+            advisor,
+            alerts,
+            trends,
+            on_demand: Arc::new(OnDemand::new(Arc::clone(&load_tests))),
+            load_tests,
             readings,
         }
     }

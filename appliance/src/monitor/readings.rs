@@ -104,6 +104,16 @@ impl Readings {
         )
     }
 
+    /// Every reading kept, oldest first.
+    pub fn kept(&self) -> Vec<Arc<Totals>> {
+        self.ring
+            .lock()
+            .expect("readings lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
     /// The edge read.
     pub fn edge(&self) -> &Arc<EdgeState> {
         &self.edge
@@ -113,13 +123,18 @@ impl Readings {
     /// start).
     pub fn snapshot(&self, span: Duration, now: &Totals) -> (Snapshot, Duration) {
         let earlier = self.start_of(span);
+        let snapshot = self.between(&earlier, now);
+        (snapshot, now.at.saturating_duration_since(earlier.at))
+    }
+
+    /// The traffic between two readings.
+    pub fn between(&self, earlier: &Totals, now: &Totals) -> Snapshot {
         let runtime = self.edge.runtime();
-        let snapshot = snapshot::between(&earlier, now, |name| {
+        snapshot::between(earlier, now, |name| {
             runtime
                 .router
                 .routes()
                 .any(|route| &*route.name == name && route.cache.is_some())
-        });
-        (snapshot, now.at.saturating_duration_since(earlier.at))
+        })
     }
 }

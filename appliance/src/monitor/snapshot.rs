@@ -210,6 +210,7 @@ mod tests {
             cache_misses: 5.0,
             compressible: 0.0,
             compressible_uncompressed: 0.0,
+            rate_limit_refused: 0.0,
         };
         let after = RouteTotals {
             requests: 300.0,
@@ -221,6 +222,7 @@ mod tests {
             cache_misses: 15.0,
             compressible: 40.0,
             compressible_uncompressed: 30.0,
+            rate_limit_refused: 3.0,
         };
         let earlier = totals(start, &[("api", before)]);
         let mut now = totals(start + Duration::from_secs(10), &[("api", after)]);

@@ -28,6 +28,8 @@ pub struct RouteTotals {
     pub compressible: f64,
     /// Those sent uncompressed.
     pub compressible_uncompressed: f64,
+    /// Requests the rate-limit phase refused (limited, denied, or unavailable).
+    pub rate_limit_refused: f64,
 }
 
 /// Everything the monitors judge, as of one instant.
@@ -144,6 +146,14 @@ impl RouteTotals {
                 Some("miss") => self.cache_misses += value,
                 _ => {}
             },
+            "gatehouse_rate_limit_decisions_total" => {
+                if matches!(
+                    sample.label("decision").as_deref(),
+                    Some("limited" | "denied" | "unavailable")
+                ) {
+                    self.rate_limit_refused += value;
+                }
+            }
             "gatehouse_http_compressible_responses_total" => {
                 self.compressible += value;
                 if sample.label("coding").as_deref() == Some("identity") {
@@ -179,6 +189,7 @@ impl RouteTotals {
             &mut self.compressible_uncompressed,
             other.compressible_uncompressed,
         );
+        add(&mut self.rate_limit_refused, other.rate_limit_refused);
         if self.buckets.is_empty() {
             self.buckets = other.buckets.iter().map(|&(b, n)| (b, sign * n)).collect();
         } else {
@@ -206,6 +217,9 @@ gatehouse_cache_requests_total{route="api",result="stale"} 1
 gatehouse_cache_requests_total{route="api",result="miss"} 4
 gatehouse_cache_requests_total{route="api",result="bypass"} 2
 gatehouse_http_compressible_responses_total{route="api",coding="gzip"} 6
+gatehouse_rate_limit_decisions_total{route="api",policy="p",decision="allowed"} 9
+gatehouse_rate_limit_decisions_total{route="api",policy="p",decision="limited"} 3
+gatehouse_rate_limit_decisions_total{route="api",policy="p",decision="denied"} 1
 gatehouse_http_compressible_responses_total{route="api",coding="identity"} 2
 gatehouse_compression_input_bytes_total{coding="gzip"} 1000
 gatehouse_compression_output_bytes_total{coding="gzip"} 200
@@ -222,6 +236,7 @@ gatehouse_redis_up 0
         assert_eq!((api.duration_sum, api.duration_count), (0.5, 10.0));
         assert_eq!(api.buckets, [(0.1, 9.0), (f64::INFINITY, 10.0)]);
         assert_eq!((api.cache_hits, api.cache_misses), (4.0, 4.0));
+        assert_eq!(api.rate_limit_refused, 4.0);
         assert_eq!(
             (api.compressible, api.compressible_uncompressed),
             (8.0, 2.0)

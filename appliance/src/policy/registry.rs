@@ -54,11 +54,26 @@ impl Plugins {
         engine: &PolicyEngine,
         configs: &BTreeMap<String, PluginConfig>,
     ) -> Result<Prepared, Vec<Problem>> {
+        self.prepare_with(engine, configs, None)
+    }
+
+    /// As [`Plugins::prepare`], with the bytes of `replacing` (a plugin's name and a new build)
+    /// in place of what its source holds.
+    pub fn prepare_with(
+        &self,
+        engine: &PolicyEngine,
+        configs: &BTreeMap<String, PluginConfig>,
+        replacing: Option<(&str, &[u8])>,
+    ) -> Result<Prepared, Vec<Problem>> {
         let mut problems = Vec::new();
         let mut entries = BTreeMap::new();
         for (name, config) in configs {
             let key = format!("plugins.{name}.source");
-            let wasm = match read_source(&config.source) {
+            let wasm = match replacing {
+                Some((replaced, wasm)) if replaced == name => Ok(wasm.to_vec()),
+                _ => read_source(&config.source),
+            };
+            let wasm = match wasm {
                 Ok(wasm) => wasm,
                 Err(why) => {
                     problems.push(Problem::new(&key, why));

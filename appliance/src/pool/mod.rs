@@ -103,6 +103,19 @@ impl Shared {
         }
     }
 
+    /// The databases paused (`*`: all), sorted.
+    pub(crate) fn paused(&self) -> Vec<String> {
+        let mut paused: Vec<String> = self
+            .paused
+            .lock()
+            .expect("paused lock")
+            .iter()
+            .cloned()
+            .collect();
+        paused.sort();
+        paused
+    }
+
     /// `RESUME [db]`.
     pub(crate) fn resume(&self, database: Option<&str>) {
         let mut paused = self.paused.lock().expect("paused lock");
@@ -212,6 +225,17 @@ impl PoolerView {
     /// Every table of the admin console (pools, stats, clients, servers, databases, queries).
     pub fn json(&self) -> serde_json::Value {
         views::all_json(&self.0)
+    }
+
+    /// Holds new transactions of `database` (all, when `None`), as the console's `PAUSE`;
+    /// returns once the servers in use are back.
+    pub async fn pause(&self, database: Option<&str>) {
+        self.0.pause(database).await;
+    }
+
+    /// Lets them go again, as the console's `RESUME`.
+    pub fn resume(&self, database: Option<&str>) {
+        self.0.resume(database);
     }
 
     /// Per pool: database, user, server connections in use, allowed, clients waiting, and

@@ -73,6 +73,7 @@ pub(crate) fn all_json(shared: &Shared) -> Value {
             object.insert((*name).to_string(), table.to_json());
         }
     }
+    object.insert("paused".into(), json!(shared.paused()));
     object.insert(
         "database_health".into(),
         serde_json::to_value(shared.health.probes()).unwrap_or_default(),

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,8 @@ pub struct ExportCounters {
     pub dropped: AtomicU64,
     /// Exports that failed (their spans are lost).
     pub failed_exports: AtomicU64,
+    /// Whether the last export failed (for the health report).
+    pub last_failed: AtomicBool,
 }
 
 /// The tracer of one gatehouse and its export pipeline.
@@ -302,9 +304,11 @@ fn export_loop(
             match outcome {
                 Ok(Ok(())) => {
                     counters.exported.fetch_add(sent, Ordering::Relaxed);
+                    counters.last_failed.store(false, Ordering::Relaxed);
                 }
                 failed => {
                     counters.failed_exports.fetch_add(1, Ordering::Relaxed);
+                    counters.last_failed.store(true, Ordering::Relaxed);
                     // One warning a minute: a collector that is down would otherwise flood the log.
                     if last_warning.is_none_or(|at| at.elapsed() > Duration::from_secs(60)) {
                         last_warning = Some(Instant::now());

@@ -1,6 +1,7 @@
 //! Test harness: start the real App from TOML (in-process, port 0) or the real binary, real
 //! upstream servers, a test CA, and small clients.
 
+pub mod browser;
 pub mod otlp;
 pub mod postgres;
 pub mod redis;

@@ -1,5 +1,6 @@
 //! A stored response and what decides whether it may answer a request.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +39,8 @@ pub(crate) struct Entry {
     ///
     /// [`Coding::COMPRESSED`]: crate::edge::compress::Coding::COMPRESSED
     pub(crate) variants: [OnceLock<Bytes>; 3],
+    /// Requests it answered while in memory (for the admin API's top keys).
+    pub(crate) hits: AtomicU64,
 }
 
 impl Entry {
@@ -140,6 +143,8 @@ impl Entry {
             vary: self.vary.clone(),
             compressible: self.compressible,
             variants: self.variants.clone(),
+            // A revalidated entry keeps counting where it left off.
+            hits: AtomicU64::new(self.hits.load(std::sync::atomic::Ordering::Relaxed)),
         }
     }
 
@@ -256,6 +261,7 @@ mod tests {
             vary,
             compressible: false,
             variants: Default::default(),
+            hits: Default::default(),
         }
     }
 

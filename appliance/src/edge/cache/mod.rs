@@ -32,6 +32,7 @@ mod warm;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::body::{BoxBody, EitherBody};
@@ -52,7 +53,7 @@ use self::flight::{FlightGuard, Flights, Join};
 pub use self::purge::{Purge, PurgeReport};
 use self::shared::SharedTier;
 use self::stats::CacheStats;
-pub use self::stats::{CacheReport, TierReport};
+pub use self::stats::{CacheReport, KeyReport, TierReport};
 pub use self::warm::WarmTarget;
 pub(crate) use self::warm::run as warm;
 use super::compress::{self, Coding, CompressionSettings};
@@ -204,6 +205,27 @@ impl ResponseCache {
             .shared
             .as_ref()
             .map(|shared| shared.is_connected())
+    }
+
+    /// The `limit` entries in memory that answered most, most first.
+    pub fn top_keys(&self, limit: usize) -> Vec<KeyReport> {
+        let now = now_ms();
+        let mut keys: Vec<KeyReport> = self
+            .tiers
+            .memory
+            .iter()
+            .map(|(key, entry)| KeyReport {
+                key: key.to_string(),
+                host: entry.host.clone(),
+                bytes: entry.body.len() as u64,
+                hits: entry.hits.load(Ordering::Relaxed),
+                age_seconds: entry.age(now).as_secs(),
+                tags: entry.fresh.tags.clone(),
+            })
+            .collect();
+        keys.sort_by(|a, b| b.hits.cmp(&a.hits).then_with(|| a.key.cmp(&b.key)));
+        keys.truncate(limit);
+        keys
     }
 
     /// Sizes by tier and what the cache has done since start.
@@ -611,6 +633,7 @@ impl Fill {
                 headers,
                 compressible,
                 variants: Default::default(),
+                hits: Default::default(),
                 body,
                 stored_at_ms: now_ms(),
                 fresh: Freshness::of(&store),
@@ -685,6 +708,7 @@ fn answer(
     compression: &CompressionSettings,
     stats: &CacheStats,
 ) -> HttpResponse<BoxBody> {
+    entry.hits.fetch_add(1, Ordering::Relaxed);
     let age = HeaderValue::from(entry.age(now_ms).as_secs());
     let coding = if entry.compressible {
         compress::negotiate(req.headers().get(ACCEPT_ENCODING), |_| true)

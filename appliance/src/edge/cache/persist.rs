@@ -107,6 +107,7 @@ pub(crate) fn decode(value: &Bytes) -> Result<Entry, Corrupt> {
         vary,
         compressible: description.compressible,
         variants: Default::default(),
+        hits: Default::default(),
     })
 }
 
@@ -141,6 +142,7 @@ mod tests {
             ],
             compressible: true,
             variants: Default::default(),
+            hits: Default::default(),
         }
     }
 

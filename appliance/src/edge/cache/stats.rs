@@ -47,6 +47,23 @@ pub struct CacheReport {
     pub upstream_bytes_saved: u64,
 }
 
+/// One entry, for the top keys.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyReport {
+    /// Its cache key (what a purge by key names).
+    pub key: String,
+    /// The host it was stored for.
+    pub host: String,
+    /// Its body, identity.
+    pub bytes: u64,
+    /// Requests it answered while in memory.
+    pub hits: u64,
+    /// Seconds since it was stored.
+    pub age_seconds: u64,
+    /// Its purge tags.
+    pub tags: Vec<String>,
+}
+
 /// One tier's size.
 #[derive(Debug, Clone, Serialize)]
 pub struct TierReport {
