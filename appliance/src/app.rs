@@ -28,6 +28,7 @@ use crate::operations::{Control, Operations, UploadError};
 use crate::policy::{self, Plugins, PolicyEngine};
 use crate::pool::Pooler;
 use crate::store::{self, SledStore, Store, Tree};
+use crate::systemd;
 use crate::telemetry;
 use crate::upstream::spawn_checks;
 
@@ -446,9 +447,12 @@ impl Serving {
                 actix_rt::spawn(edge::cache::warm(Arc::clone(&self.edge), *edge));
             }
             let _ = started.send(Ok(()));
+            systemd::ready();
 
             let mut plugin_poll = tokio::time::interval(PLUGIN_POLL);
             plugin_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Pinged from this loop: if it hangs, systemd restarts gatehouse.
+            let mut watchdog = systemd::watchdog_interval().map(tokio::time::interval);
             loop {
                 let message = tokio::select! {
                     message = inbox.recv() => message,
@@ -456,11 +460,17 @@ impl Serving {
                         self.reload_changed_plugins();
                         continue;
                     }
+                    _ = async { watchdog.as_mut()?.tick().await; Some(()) }, if watchdog.is_some() => {
+                        systemd::watchdog();
+                        continue;
+                    }
                 };
                 let Some(message) = message else { break };
                 match message {
                     Control::Reload(reply) => {
+                        systemd::reloading();
                         let result = self.reload();
+                        systemd::ready();
                         match (&result, reply) {
                             (_, Some(reply)) => {
                                 let _ = reply.send(result);
@@ -477,6 +487,7 @@ impl Serving {
                     Control::Shutdown => break,
                 }
             }
+            systemd::stopping();
             self.drain(&servers).await;
             if let Some(pooler) = self.pooler.take() {
                 pooler.stop();

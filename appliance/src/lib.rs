@@ -25,8 +25,10 @@ pub mod monitor;
 mod operations;
 pub mod policy;
 pub mod pool;
+pub mod probe;
 mod redis;
 pub mod store;
+mod systemd;
 pub mod telemetry;
 pub mod upstream;
 

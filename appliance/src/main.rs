@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use gatehouse::loadtest::{self, LoadTest, Progress};
 use gatehouse::policy::{Inspection, PluginKind, tool};
-use gatehouse::{App, AppError, config, telemetry};
+use gatehouse::{App, AppError, config, probe, telemetry};
 
 /// A proxy allocates small objects per request on every worker: mimalloc is several times faster
 /// at that than glibc's allocator, and musl's (the static build) is slower still.
@@ -69,6 +69,19 @@ enum Command {
         /// Print the report as JSON instead of the table.
         #[arg(long)]
         json: bool,
+    },
+    /// Exit 0 when the running gatehouse answers `/health` on its admin listener, 1 otherwise
+    /// (for container health checks: a scratch image has no curl).
+    Health {
+        /// TOML config file, for admin.listen (environment variables apply as for `run`).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Probe the admin listener at this address instead (HOST:PORT).
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
     },
     /// Print the version.
     Version,
@@ -144,6 +157,11 @@ fn main() -> ExitCode {
             };
             return bench(&test, json);
         }
+        Command::Health {
+            config,
+            admin,
+            timeout,
+        } => return health(config.as_deref(), admin, timeout),
         Command::Version => {
             println!("gatehouse {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -168,6 +186,29 @@ fn run(file: Option<&Path>) -> Result<(), AppError> {
         Err(err) => return Err(AppError::Start(format!("logging: {err}"))),
     };
     App::new(loaded).serve()
+}
+
+fn health(file: Option<&Path>, admin: Option<std::net::SocketAddr>, timeout: Duration) -> ExitCode {
+    let admin = match admin {
+        Some(admin) => admin,
+        None => match config::load(file) {
+            Ok(loaded) => probe::admin_address(loaded.config.admin.listen),
+            Err(err) => {
+                eprintln!("gatehouse: {err}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match probe::probe(admin, timeout) {
+        Ok(()) => {
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("gatehouse: not healthy: {why}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn check(file: &Path) -> Result<(), AppError> {

@@ -268,3 +268,71 @@ async fn runs_on_embedded_defaults() {
     drop(upstream);
     drop(process);
 }
+
+/// As systemd runs it (`Type=notify`, `WatchdogSec`): READY once serving, watchdog pings while
+/// it runs, RELOADING then READY on SIGHUP, STOPPING on SIGTERM; and `gatehouse health` passes
+/// while it serves and fails once it is gone.
+#[tokio::test]
+async fn tells_systemd_it_is_ready_alive_reloading_and_stopping() {
+    let upstream = Upstream::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, admin) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("g.toml"),
+        binary_config(edge, admin, &upstream, ""),
+    )
+    .unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+    let notify = socket_path.display().to_string();
+    let mut process = Process::spawn(
+        &["run", "-c", "g.toml"],
+        dir.path(),
+        &[("NOTIFY_SOCKET", &notify), ("WATCHDOG_USEC", "200000")],
+    );
+    let next = async || {
+        let mut message = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(10), socket.recv(&mut message))
+            .await
+            .expect("a notification")
+            .unwrap();
+        String::from_utf8_lossy(&message[..read]).into_owned()
+    };
+    assert_eq!(next().await, "READY=1\n");
+    // Pinged twice per period: 100 ms apart.
+    assert_eq!(next().await, "WATCHDOG=1\n");
+    assert_eq!(next().await, "WATCHDOG=1\n");
+
+    let admin_address = format!("127.0.0.1:{admin}");
+    let mut healthy = Process::spawn(&["health", "--admin", &admin_address], dir.path(), &[]);
+    assert_eq!(healthy.exit_code().await, Some(0));
+    let mut by_config = Process::spawn(&["health", "-c", "g.toml"], dir.path(), &[]);
+    assert_eq!(by_config.exit_code().await, Some(0));
+
+    process.signal("HUP");
+    let mut seen = Vec::new();
+    while !seen.contains(&"READY=1\n".to_string()) {
+        let message = next().await;
+        if message != "WATCHDOG=1\n" {
+            seen.push(message);
+        }
+    }
+    assert_eq!(seen, ["RELOADING=1\n", "READY=1\n"]);
+
+    process.signal("TERM");
+    loop {
+        let message = next().await;
+        if message != "WATCHDOG=1\n" {
+            assert_eq!(message, "STOPPING=1\n");
+            break;
+        }
+    }
+    assert_eq!(process.exit_code().await, Some(0));
+    let mut gone = Process::spawn(&["health", "--admin", &admin_address], dir.path(), &[]);
+    assert_eq!(gone.exit_code().await, Some(1));
+    assert!(
+        gone.stderr_text().contains("not healthy"),
+        "{}",
+        gone.stderr_text()
+    );
+}

@@ -22,17 +22,19 @@ pub fn screenshot_dir() -> PathBuf {
 /// A browser session; the driver process ends with it.
 pub struct Browser {
     pub client: Client,
-    _driver: tokio::process::Child,
+    driver: tokio::process::Child,
 }
 
 impl Browser {
     /// Starts chromedriver and a headless Chromium `width` pixels wide.
     pub async fn start(width: u32) -> Self {
         let port = free_port();
+        // Its own process group: the browsers it starts end with it, even when a test panics.
         let driver = tokio::process::Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("chromedriver (Debian package chromium-driver) is installed");
@@ -56,7 +58,7 @@ impl Browser {
                 Ok(client) => {
                     return Self {
                         client,
-                        _driver: driver,
+                        driver,
                     };
                 }
                 Err(err) => last_error = err.to_string(),
@@ -146,6 +148,16 @@ impl Browser {
 
     /// Ends the session and the browser.
     pub async fn close(self) {
-        let _ = self.client.close().await;
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(group) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{group}")])
+                .status();
+        }
     }
 }
