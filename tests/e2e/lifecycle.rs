@@ -12,6 +12,18 @@ fn binary_config(edge: u16, admin: u16, upstream: &Upstream, extra: &str) -> Str
     )
 }
 
+/// A temp dir holding `g.toml`: `binary_config` on two free ports for `upstream`.
+fn binary_site(upstream: &Upstream) -> (tempfile::TempDir, u16, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let (edge, admin) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("g.toml"),
+        binary_config(edge, admin, upstream, ""),
+    )
+    .unwrap();
+    (dir, edge, admin)
+}
+
 #[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish() {
     let upstream = Upstream::start("a").await;
@@ -66,13 +78,7 @@ async fn the_drain_deadline_cuts_requests_that_run_too_long() {
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
     let upstream = Upstream::start("a").await;
-    let dir = tempfile::tempdir().unwrap();
-    let (edge, admin) = (free_port(), free_port());
-    std::fs::write(
-        dir.path().join("g.toml"),
-        binary_config(edge, admin, &upstream, ""),
-    )
-    .unwrap();
+    let (dir, edge, admin) = binary_site(&upstream);
     let mut process = Process::spawn(&["run", "-c", "g.toml"], dir.path(), &[]);
     process.wait_for_log("gatehouse is serving").await;
     let in_flight = tokio::spawn(
@@ -275,13 +281,7 @@ async fn runs_on_embedded_defaults() {
 #[tokio::test]
 async fn tells_systemd_it_is_ready_alive_reloading_and_stopping() {
     let upstream = Upstream::start("app").await;
-    let dir = tempfile::tempdir().unwrap();
-    let (edge, admin) = (free_port(), free_port());
-    std::fs::write(
-        dir.path().join("g.toml"),
-        binary_config(edge, admin, &upstream, ""),
-    )
-    .unwrap();
+    let (dir, edge, admin) = binary_site(&upstream);
     let socket_path = dir.path().join("notify.sock");
     let socket = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
     let notify = socket_path.display().to_string();

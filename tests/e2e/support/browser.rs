@@ -56,10 +56,7 @@ impl Browser {
                 .await
             {
                 Ok(client) => {
-                    return Self {
-                        client,
-                        driver,
-                    };
+                    return Self { client, driver };
                 }
                 Err(err) => last_error = err.to_string(),
             }
