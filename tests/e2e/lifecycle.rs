@@ -78,7 +78,7 @@ async fn the_drain_deadline_cuts_requests_that_run_too_long() {
 #[tokio::test]
 async fn sigterm_drains_and_exits_zero() {
     let upstream = Upstream::start("a").await;
-    let (dir, edge, admin) = binary_site(&upstream);
+    let (dir, edge, _) = binary_site(&upstream);
     let mut process = Process::spawn(&["run", "-c", "g.toml"], dir.path(), &[]);
     process.wait_for_log("gatehouse is serving").await;
     let in_flight = tokio::spawn(
@@ -281,7 +281,7 @@ async fn runs_on_embedded_defaults() {
 #[tokio::test]
 async fn tells_systemd_it_is_ready_alive_reloading_and_stopping() {
     let upstream = Upstream::start("app").await;
-    let (dir, edge, admin) = binary_site(&upstream);
+    let (dir, _, admin) = binary_site(&upstream);
     let socket_path = dir.path().join("notify.sock");
     let socket = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
     let notify = socket_path.display().to_string();
