@@ -272,6 +272,9 @@ async fn a_new_plugin_build_swaps_in_under_load_without_a_failed_request() {
     assert_eq!(listed[0]["name"], "limits", "{listed}");
     assert!(listed[0]["rollback_to"].is_string(), "{listed}");
     assert!(listed[0]["calls"].as_u64().unwrap() > 0, "{listed}");
+    // A power of two of microseconds: the bucket the 99th percentile call falls in.
+    let p99 = listed[0]["p99_call_us"].as_u64().unwrap();
+    assert!(p99.is_power_of_two(), "{listed}");
     let rollback = |name: &str| {
         gatehouse
             .admin(

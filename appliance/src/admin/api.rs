@@ -153,6 +153,7 @@ async fn plugins(edge: web::Data<EdgeState>, operations: web::Data<Operations>) 
                 "traps": read(&stats.traps),
                 "timeouts": read(&stats.timeouts),
                 "mean_call_us": (calls > 0).then(|| read(&stats.nanos) as f64 / calls as f64 / 1000.0),
+                "p99_call_us": stats.quantile_micros(0.99),
                 "rollback_to": plugin.previous().map(|previous| previous.sha256.clone()),
                 "source": source,
                 "uploadable": source.is_some_and(|s| !s.starts_with("builtin:")),

@@ -110,6 +110,41 @@ pub struct PluginStats {
     pub nanos: AtomicU64,
     /// Fuel used by calls (about one unit per wasm instruction), when the engine meters.
     pub fuel: AtomicU64,
+    /// Calls by duration: bucket `i` counts calls under 2^i microseconds (the last, the rest).
+    pub durations: [AtomicU64; DURATION_BUCKETS],
+}
+
+/// Buckets of [`PluginStats::durations`]: up to 2^20 µs (about a second), then the rest.
+pub(crate) const DURATION_BUCKETS: usize = 22;
+
+impl PluginStats {
+    /// Counts one call that took `elapsed`.
+    fn record(&self, elapsed: std::time::Duration) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        let micros = elapsed.as_micros() as u64;
+        // The first power of two above it: 0 µs → bucket 0, 1 µs → 1, 2–3 µs → 2, ...
+        let bucket = (u64::BITS - micros.leading_zeros()) as usize;
+        self.durations[bucket.min(DURATION_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The `q` quantile (0 to 1) of call durations in microseconds, as the upper bound of the
+    /// bucket it falls in; none before the first call.
+    pub fn quantile_micros(&self, q: f64) -> Option<u64> {
+        let counts: Vec<u64> = self
+            .durations
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        counts.iter().enumerate().find_map(|(bucket, &count)| {
+            seen += count;
+            (total > 0 && seen >= rank).then(|| 1u64 << bucket)
+        })
+    }
 }
 
 /// One loaded version of a plugin.
@@ -249,10 +284,7 @@ impl PluginVersion {
                 let used = budget - entry.store.get_fuel().unwrap_or(0);
                 self.stats.fuel.fetch_add(used, Ordering::Relaxed);
             }
-            self.stats.calls.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .nanos
-                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            self.stats.record(started.elapsed());
             result.map_err(|err| {
                 // Its memory or globals may be half-updated: never call this instance again.
                 let output = warm
@@ -395,5 +427,33 @@ impl Plugin {
             }
             None => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn call_durations_give_a_p99_bucket() {
+        let stats = PluginStats::default();
+        assert_eq!(stats.quantile_micros(0.99), None);
+        for _ in 0..98 {
+            stats.record(Duration::from_micros(3));
+        }
+        stats.record(Duration::from_micros(100));
+        stats.record(Duration::from_secs(5));
+        assert_eq!(stats.calls.load(Ordering::Relaxed), 100);
+        assert_eq!(stats.quantile_micros(0.5), Some(4), "3 µs is under 4");
+        assert_eq!(
+            stats.quantile_micros(0.99),
+            Some(128),
+            "100 µs is under 128"
+        );
+        assert_eq!(
+            stats.quantile_micros(1.0),
+            Some(1 << (DURATION_BUCKETS - 1))
+        );
     }
 }

@@ -102,6 +102,7 @@ function pluginTable(plugins, rates, rollback) {
       { label: 'Calls', value: (p) => fmt.integer(p.calls), numeric: true, field: 'calls' },
       { label: 'Call rate', value: (p) => fmt.rate(rates.get(p.name)), numeric: true },
       { label: 'Mean call', value: (p) => fmt.us(p.mean_call_us), numeric: true },
+      { label: 'p99 call', value: (p) => fmt.us(p.p99_call_us), numeric: true, field: 'p99' },
       { label: 'Traps', value: (p) => fmt.integer(p.traps), numeric: true, field: 'traps' },
       { label: 'Timeouts', value: (p) => fmt.integer(p.timeouts), numeric: true, field: 'timeouts' },
       { label: 'Rollback', value: rollbackButton },
