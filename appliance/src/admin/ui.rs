@@ -45,6 +45,7 @@ async fn page() -> HttpResponse {
         let html = Files::get("index.html").expect("web-ui/index.html is embedded");
         String::from_utf8_lossy(&html.data)
             .replace(ASSETS_PLACEHOLDER, &format!("/ui/assets/{}", bundle_hash()))
+            .into()
     });
     guarded(HttpResponse::Ok())
         .content_type("text/html; charset=utf-8")
@@ -52,7 +53,8 @@ async fn page() -> HttpResponse {
         .body(page.clone())
 }
 
-static PAGE: OnceLock<String> = OnceLock::new();
+/// The page, made once: each answer shares its bytes.
+static PAGE: OnceLock<actix_web::web::Bytes> = OnceLock::new();
 
 /// One asset of this build; 304 when the browser has it.
 async fn asset(req: HttpRequest, path: web::Path<(String, String)>) -> HttpResponse {
