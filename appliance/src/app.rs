@@ -14,6 +14,7 @@ use actix_web::{HttpServer, web};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tracing::{error, info, warn};
 
+use crate::acme::Acme;
 use crate::admin::{self, AdminAuth};
 use crate::config::{Config, ConfigError, Loaded, Problem};
 use crate::edge::finish::Finish;
@@ -142,6 +143,15 @@ impl App {
             instance,
             Some(Arc::clone(&store)),
         ));
+        let acme = match (&provisioned.tls, &config.edge.tls) {
+            (Some(resolver), Some(tls)) => {
+                Acme::new(tls, Arc::clone(&store), Arc::clone(resolver)).map(Arc::new)
+            }
+            _ => None,
+        };
+        if let Some(acme) = &acme {
+            edge.set_acme(Arc::clone(acme));
+        }
         let monitors = Monitors::new(&edge, Arc::clone(&store), config);
         let addrs = listeners.addrs();
         let (control, inbox) = unbounded_channel();
@@ -169,6 +179,7 @@ impl App {
             policy,
             plugin_stamps,
             tls: provisioned.tls,
+            acme,
             addrs: addrs.clone(),
             control: control.clone(),
             operations,
@@ -390,6 +401,8 @@ struct Serving {
     /// The plugin files as last loaded, polled for new builds.
     plugin_stamps: BTreeMap<String, Option<FileStamp>>,
     tls: Option<Arc<CertResolver>>,
+    /// Keeps the `tls = "auto"` sites' certificates.
+    acme: Option<Arc<Acme>>,
     addrs: BoundAddrs,
     control: UnboundedSender<Control>,
     operations: Arc<Operations>,
@@ -424,6 +437,9 @@ impl Serving {
                     .as_ref()
                     .map_or(Duration::from_secs(5), |t| t.reload_interval);
                 actix_rt::spawn(tls::watch(Arc::downgrade(resolver), interval));
+            }
+            if let Some(acme) = &self.acme {
+                acme.spawn(&self.monitors.alerts);
             }
             if handle_signals {
                 actix_rt::spawn(forward_signals(self.control.clone()));
@@ -562,7 +578,7 @@ impl Serving {
             server = server.listen(listener)?;
         }
         if let Some(resolver) = &self.tls {
-            let tls_config = tls::server_config(Arc::clone(resolver));
+            let tls_config = tls::edge_server_config(Arc::clone(resolver));
             for listener in listeners.tls {
                 server = server.listen_rustls_0_23(listener, tls_config.clone())?;
             }
@@ -600,7 +616,10 @@ impl Serving {
                 .https_port
                 .or_else(|| self.addrs.tls.first().map(SocketAddr::port))
                 .unwrap_or(443);
-            let target = web::Data::new(Redirect { https_port });
+            let target = web::Data::new(Redirect {
+                https_port,
+                challenges: self.tls.as_ref().map(|resolver| resolver.challenges()),
+            });
             let mut server = HttpServer::new(move || {
                 actix_web::App::new()
                     .app_data(target.clone())
@@ -745,9 +764,20 @@ impl Serving {
 /// Settings that bind sockets, size threads or open files: a reload cannot change them.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let tls_listen = |c: &Config| c.edge.tls.as_ref().map(|t| t.listen.clone());
+    // The ACME sites' tasks are started with the process.
+    let acme = |c: &Config| {
+        c.edge
+            .tls
+            .as_ref()
+            .map(|t| (t.acme.clone(), t.auto_sites().cloned().collect::<Vec<_>>()))
+    };
     [
         ("edge.listen", old.edge.listen != new.edge.listen),
         ("edge.tls.listen", tls_listen(old) != tls_listen(new)),
+        (
+            "edge.tls.acme and the tls = \"auto\" sites",
+            acme(old) != acme(new),
+        ),
         ("edge.redirect", old.edge.redirect != new.edge.redirect),
         ("edge.workers", old.edge.workers != new.edge.workers),
         ("edge.backlog", old.edge.backlog != new.edge.backlog),

@@ -30,13 +30,31 @@ impl FileStamp {
 /// Replaces the file at `path` with `bytes` by writing a sibling and renaming it over, so a
 /// reader (or a crash) sees the old file or the new one, never half of one.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomically_with_mode(path, bytes, 0o666)
+}
+
+/// As [`write_atomically`], the new file made with `mode` (less the umask), so that a private
+/// key is never readable by others, not even for a moment.
+pub(crate) fn write_atomically_with_mode(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let mut sibling = path.as_os_str().to_owned();
     sibling.push(".new");
     let sibling = std::path::PathBuf::from(sibling);
-    let written = std::fs::File::create(&sibling).and_then(|mut file| {
-        std::io::Write::write_all(&mut file, bytes)?;
-        file.sync_all()
-    });
+    // A leftover from a crash keeps its own mode when opened: start afresh.
+    let _ = std::fs::remove_file(&sibling);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&sibling)
+        .and_then(|mut file| {
+            std::io::Write::write_all(&mut file, bytes)?;
+            file.sync_all()
+        });
     match written.and_then(|()| std::fs::rename(&sibling, path)) {
         Ok(()) => Ok(()),
         Err(err) => {

@@ -15,6 +15,7 @@
 //!
 //! `main.rs` only parses the CLI and calls [`App`]; tests start the same [`App`] on port 0.
 
+pub mod acme;
 mod admin;
 pub mod app;
 pub mod config;

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::{Gatehouse, Upstream, app_upstream, client, eventually, free_port};
+use crate::support::{Gatehouse, Upstream, app_upstream, client, eventually, free_port, text_of};
 
 async fn servers_of(
     gatehouse: &Gatehouse,
@@ -83,15 +83,7 @@ async fn hash_on_a_header_is_sticky() {
     for user in ["alice", "bob", "carol", "dave", "erin"] {
         let mut seen = Vec::new();
         for _ in 0..5 {
-            let body = http
-                .get(gatehouse.url("/who"))
-                .header("x-user", user)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let body = text_of(http.get(gatehouse.url("/who")).header("x-user", user)).await;
             seen.push(body.split_whitespace().next().unwrap().to_string());
         }
         seen.dedup();

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::cache::{cached_site, x_cache};
-use crate::support::{Gatehouse, Upstream, client, eventually};
+use crate::support::{Gatehouse, Upstream, client, eventually, text_of};
 
 /// Past a one-second freshness lifetime.
 const EXPIRED: Duration = Duration::from_millis(1_300);
@@ -89,14 +89,7 @@ async fn a_stale_entry_answers_while_the_upstream_is_down_within_stale_if_error(
     let http = client(None);
     let rescued = gatehouse.url("/cached/e?max_age=1&sie=60");
     let unprotected = gatehouse.url("/cached/n?max_age=1");
-    let body = http
-        .get(&rescued)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = text_of(http.get(&rescued)).await;
     http.get(&unprotected).send().await.unwrap();
     tokio::time::sleep(EXPIRED).await;
     upstream.stop().await;

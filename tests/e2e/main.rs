@@ -6,6 +6,7 @@
 
 mod support;
 
+mod acme;
 mod admin_auth;
 mod alerts;
 mod balancing;

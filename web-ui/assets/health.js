@@ -10,7 +10,7 @@ const NAMES = {
   listeners: 'Listeners',
   store: 'State store',
   upstreams: 'Upstreams',
-  tls: 'TLS certificate',
+  tls: 'TLS certificates',
   redis: 'Redis',
   databases: 'PostgreSQL',
   traces: 'OTLP exporter',
@@ -29,7 +29,13 @@ const SUMMARIES = {
     Object.entries(d)
       .map(([group, g]) => `${group}: ${g.available ?? '?'} of ${g.servers?.length ?? '?'} servers up`)
       .join('; ') || 'no upstream group',
-  tls: (d) => `chain of ${d.chain_length} certificate(s)`,
+  tls: (d) =>
+    [
+      `${d.certificates} certificate(s)`,
+      ...(d.sites ?? []).map(
+        (s) => `${s.hosts.join(', ')}: ${s.certificate}${s.not_after ? ` until ${s.not_after}` : ''}`,
+      ),
+    ].join('; '),
   redis: (d) => (d.connected ? 'connected' : 'unreachable'),
   databases: (d) =>
     Object.entries(d)

@@ -13,6 +13,7 @@ mod load;
 mod loadtest;
 mod locate;
 mod pool;
+mod tls;
 mod traces;
 mod trends;
 mod validate;
@@ -31,6 +32,7 @@ pub use alerts::{AlertRule, AlertSeverity, AlertsConfig, Measure};
 pub use load::{ConfigError, Loaded, load, load_from};
 pub use loadtest::LoadTestConfig;
 pub use pool::{ADMIN_DATABASE, AuthType, PoolConfig, PoolDatabase, PoolMode, PoolTls, PoolUser};
+pub use tls::{AcmeConfig, ChallengeKind, SiteTls, TlsConfig, TlsSite, UnknownNames};
 pub use traces::{OtlpProtocol, TracesConfig};
 pub use trends::{TrendTier, TrendsConfig};
 pub use validate::Problem;
@@ -205,32 +207,6 @@ impl Default for EdgeConfig {
             tls: None,
             redirect: None,
         }
-    }
-}
-
-/// HTTPS listeners and their certificate.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// TLS listen addresses. Default `["0.0.0.0:8443"]`.
-    #[serde(default = "TlsConfig::default_listen")]
-    pub listen: Vec<SocketAddr>,
-    /// PEM certificate chain, leaf first. Required.
-    pub cert: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1). Required.
-    pub key: PathBuf,
-    /// How often the certificate and key files are checked for changes (SIGHUP reloads at once).
-    /// Default `"5s"`.
-    #[serde(with = "durations", default = "TlsConfig::default_reload_interval")]
-    pub reload_interval: Duration,
-}
-
-impl TlsConfig {
-    fn default_listen() -> Vec<SocketAddr> {
-        vec![SocketAddr::from(([0, 0, 0, 0], 8443))]
-    }
-    fn default_reload_interval() -> Duration {
-        Duration::from_secs(5)
     }
 }
 

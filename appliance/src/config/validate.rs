@@ -9,8 +9,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::uri::Authority;
 
 use super::{
-    Balance, BrowserCacheConfig, Config, CorsConfig, PluginConfig, RouteConfig,
-    SecurityHeadersConfig, UpstreamConfig,
+    Balance, BrowserCacheConfig, ChallengeKind, Config, CorsConfig, PluginConfig, RouteConfig,
+    SecurityHeadersConfig, SiteTls, TlsConfig, UpstreamConfig,
 };
 use crate::policy::{self, PluginKind};
 
@@ -438,6 +438,8 @@ impl Config {
                 ));
             }
             check_positive("edge.tls.reload_interval", tls.reload_interval, problems);
+            let plain_listener = !edge.listen.is_empty() || edge.redirect.is_some();
+            check_tls_certificates(tls, plain_listener, problems);
         }
 
         let mut seen: HashSet<SocketAddr> = HashSet::new();
@@ -720,6 +722,83 @@ fn check_plugin(name: &str, plugin: &PluginConfig, problems: &mut Vec<Problem>) 
             "must be between 1 MiB and 64 MiB",
         ));
     }
+}
+
+/// The default certificate, the sites and the ACME settings of `edge.tls`.
+fn check_tls_certificates(tls: &TlsConfig, plain_listener: bool, problems: &mut Vec<Problem>) {
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => {
+            problems.push(Problem::new("edge.tls.key", "is needed with edge.tls.cert"))
+        }
+        (None, Some(_)) => {
+            problems.push(Problem::new("edge.tls.cert", "is needed with edge.tls.key"))
+        }
+        (None, None) if tls.sites.is_empty() => problems.push(Problem::new(
+            "edge.tls.cert",
+            "needs a certificate: give cert and key, or sites (tls = \"auto\" for ACME)",
+        )),
+        _ => {}
+    }
+    let mut seen = HashSet::new();
+    for (index, site) in tls.sites.iter().enumerate() {
+        let key = format!("edge.tls.sites.{index}");
+        if site.hosts.is_empty() {
+            problems.push(Problem::new(
+                &format!("{key}.hosts"),
+                "needs at least one host name",
+            ));
+        }
+        for host in &site.hosts {
+            let mut fail = |why: String| problems.push(Problem::new(&format!("{key}.hosts"), why));
+            if let Err(why) = check_host_pattern(host) {
+                fail(why);
+            } else if site.tls == Some(SiteTls::Auto) && host.starts_with("*.") {
+                fail(format!(
+                    "{host:?}: wildcard names need the DNS-01 challenge, which gatehouse does not answer; \
+                     list the names, or give cert and key"
+                ));
+            } else if !seen.insert(host.to_ascii_lowercase()) {
+                fail(format!("{host:?} belongs to another site too"));
+            }
+        }
+        match (site.tls, &site.cert, &site.key) {
+            (Some(SiteTls::Auto), None, None) | (None, Some(_), Some(_)) => {}
+            (Some(SiteTls::Auto), _, _) => problems.push(Problem::new(
+                &format!("{key}.tls"),
+                "\"auto\" obtains the certificate: leave out cert and key",
+            )),
+            (None, _, _) => problems.push(Problem::new(
+                &format!("{key}.cert"),
+                "needs cert and key, or tls = \"auto\"",
+            )),
+        }
+    }
+    if tls.auto_sites().next().is_none() {
+        return;
+    }
+    let acme = &tls.acme;
+    let url = acme.directory_url();
+    if !url.starts_with("https://") {
+        problems.push(Problem::new(
+            "edge.tls.acme.directory",
+            format!(
+                "{url:?} is neither \"letsencrypt\", \"letsencrypt-staging\" nor an https:// URL"
+            ),
+        ));
+    }
+    if acme.challenges.is_empty() {
+        problems.push(Problem::new(
+            "edge.tls.acme.challenges",
+            "needs at least one challenge type",
+        ));
+    }
+    if !plain_listener && acme.challenges == [ChallengeKind::Http01] {
+        problems.push(Problem::new(
+            "edge.tls.acme.challenges",
+            "http-01 is answered on a plain listener: configure edge.listen or edge.redirect",
+        ));
+    }
+    check_positive("edge.tls.acme.retry_after", acme.retry_after, problems);
 }
 
 fn check_positive(key: &str, value: Duration, problems: &mut Vec<Problem>) {

@@ -87,6 +87,8 @@ pub struct EdgeState {
     traces: Option<Arc<Traces>>,
     /// The PostgreSQL pooler, when it runs: the admin API and the metrics read it from here.
     pooler: std::sync::OnceLock<crate::pool::PoolerView>,
+    /// The ACME sites, when any: their HTTP-01 challenges are answered on every listener.
+    acme: std::sync::OnceLock<Arc<crate::acme::Acme>>,
 }
 
 /// One config generation of the edge.
@@ -190,6 +192,7 @@ impl EdgeState {
             metrics,
             traces: Traces::start(&config.traces),
             pooler: std::sync::OnceLock::new(),
+            acme: std::sync::OnceLock::new(),
         }
     }
 
@@ -201,6 +204,17 @@ impl EdgeState {
     /// Makes the running pooler visible to the admin API and the metrics (once, at start).
     pub fn set_pooler(&self, view: crate::pool::PoolerView) {
         let _ = self.pooler.set(view);
+    }
+
+    /// The ACME sites, when any.
+    pub fn acme(&self) -> Option<&Arc<crate::acme::Acme>> {
+        self.acme.get()
+    }
+
+    /// Makes the ACME sites visible to the listeners, the admin API and the metrics (once, at
+    /// start).
+    pub fn set_acme(&self, acme: Arc<crate::acme::Acme>) {
+        let _ = self.acme.set(acme);
     }
 
     /// Request traces, when exported.
@@ -282,6 +296,12 @@ pub(crate) async fn handle(
     };
     if !runtime.health_path.is_empty() && req.path() == runtime.health_path {
         return liveness().map_body(|_, body| UpstreamBody::right(body));
+    }
+    if let Some(answer) = state
+        .acme()
+        .and_then(|acme| acme.challenges().http_response(req.path()))
+    {
+        return answer.map_body(|_, body| UpstreamBody::right(body));
     }
     let host = validate::authority(&req)
         .map(validate::host_name)

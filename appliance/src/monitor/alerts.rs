@@ -24,8 +24,10 @@ pub struct AlertEvent {
     pub state: String,
     /// The rule's severity.
     pub severity: AlertSeverity,
-    /// What the rule watches, and of which route.
-    pub measure: Measure,
+    /// What the rule watches, and of which route (none for events such as a certificate that
+    /// cannot be obtained, which are raised where they happen rather than measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measure: Option<Measure>,
     /// The route (`*` for all).
     pub route: String,
     /// The measure when it happened.
@@ -145,6 +147,23 @@ impl Alerts {
                 actix_rt::spawn(webhook.clone().deliver(event));
             }
         }
+    }
+
+    /// Records and notifies an event raised by a subsystem (`state` is `firing` or `resolved`):
+    /// it goes to the history, the log and the webhook like a rule's.
+    pub fn raise(&self, name: &str, severity: AlertSeverity, state: &str, summary: String) {
+        let event = AlertEvent {
+            rule: name.to_string(),
+            state: state.to_string(),
+            severity,
+            measure: None,
+            route: "*".into(),
+            value: None,
+            at: rfc3339(SystemTime::now()),
+            summary,
+        };
+        self.record(&event);
+        self.notify(vec![event]);
     }
 
     /// The rules and the latest events.
@@ -279,7 +298,7 @@ fn event(rule: &AlertRule, state: &str, value: Option<f64>, at: SystemTime) -> A
         rule: rule.name.clone(),
         state: state.into(),
         severity: rule.severity,
-        measure: rule.measure,
+        measure: Some(rule.measure),
         route: rule.route.clone(),
         value,
         at: rfc3339(at),

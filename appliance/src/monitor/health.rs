@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::acme::SiteReport;
 use crate::edge::EdgeState;
 use crate::edge::tls::CertResolver;
 use crate::pool::health::Probe;
@@ -72,7 +73,8 @@ pub struct Checks {
     pub store: Check<Option<StoreReport>>,
     /// Upstream groups and their servers.
     pub upstreams: Check<BTreeMap<String, GroupStatus>>,
-    /// The TLS certificate, when TLS is on.
+    /// The TLS certificates, when TLS is on: degraded while an ACME site's certificate is
+    /// missing, expiring or failing to renew.
     pub tls: Option<Check<TlsDetail>>,
     /// The shared cache tier, when Redis is enabled.
     pub redis: Option<Check<RedisDetail>>,
@@ -93,6 +95,17 @@ pub struct Check<T> {
     pub error: Option<String>,
     /// What the subsystem reports.
     pub detail: T,
+}
+
+impl<T> Check<T> {
+    /// Ok without problems; otherwise `bad`, with the problems as the error.
+    fn judged(problems: &[String], bad: Status, detail: T) -> Self {
+        Self {
+            status: if problems.is_empty() { Status::Ok } else { bad },
+            error: (!problems.is_empty()).then(|| problems.join("; ")),
+            detail,
+        }
+    }
 }
 
 /// The shared cache tier's connection.
@@ -134,11 +147,14 @@ const REDIS_DOWN: &str = "Redis is unreachable: the cache answers from its local
 const TRACES_FAILING: &str = "the OTLP collector refused or did not answer the last export: \
      spans are being dropped (requests are not held)";
 
-/// The certificate being served.
+/// The certificates being served.
 #[derive(Debug, Serialize)]
 pub struct TlsDetail {
-    /// Certificates in the chain served.
-    pub chain_length: usize,
+    /// Distinct certificates served (the default and the sites').
+    pub certificates: usize,
+    /// The `tls = "auto"` sites and their certificates.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<SiteReport>,
 }
 
 impl HealthSources {
@@ -163,12 +179,18 @@ impl HealthSources {
             .map(|(name, group)| (name.clone(), group.status()))
             .collect();
         let upstreams = upstream_check(groups);
-        let tls = self.tls.as_ref().map(|resolver| Check {
-            status: Status::Ok,
-            error: None,
-            detail: TlsDetail {
-                chain_length: resolver.current().cert.len(),
-            },
+        let tls = self.tls.as_ref().map(|resolver| {
+            let sites = self
+                .edge
+                .acme()
+                .map(|acme| acme.report())
+                .unwrap_or_default();
+            let troubles: Vec<String> = sites.iter().filter_map(SiteReport::trouble).collect();
+            let detail = TlsDetail {
+                certificates: resolver.served(),
+                sites,
+            };
+            Check::judged(&troubles, Status::Degraded, detail)
         });
         let listeners = Check {
             status: Status::Ok,
@@ -187,15 +209,7 @@ impl HealthSources {
         let databases = self.edge.pooler().map(|pooler| {
             let probes = pooler.databases();
             let down = unreachable_databases(&probes);
-            Check {
-                status: if down.is_empty() {
-                    Status::Ok
-                } else {
-                    Status::Down
-                },
-                error: (!down.is_empty()).then(|| down.join("; ")),
-                detail: probes,
-            }
+            Check::judged(&down, Status::Down, probes)
         });
         let traces = self.edge.traces().map(|traces| {
             let counters = traces.counters();

@@ -261,6 +261,28 @@ impl Live {
                 read(&counters.failed_exports),
             )?;
         }
+        if let Some(acme) = edge.acme() {
+            let sites = acme.report();
+            out.family(
+                "gatehouse_tls_certificate_expiry",
+                "Time left before each ACME site's certificate expires (negative once past)",
+                Some(&Unit::Seconds),
+                MetricType::Gauge,
+                sites.iter().filter_map(|site| {
+                    let left = site.expires_in_seconds?;
+                    Some(([("site", site.hosts.join(","))], left as f64))
+                }),
+            )?;
+            out.family(
+                "gatehouse_acme_failures",
+                "Failed attempts in a row to obtain each ACME site's certificate",
+                None,
+                MetricType::Gauge,
+                sites
+                    .iter()
+                    .map(|site| ([("site", site.hosts.join(","))], f64::from(site.failures))),
+            )?;
+        }
         if let Some(connected) = edge.redis_status() {
             out.gauge(
                 "gatehouse_redis_up",

@@ -41,7 +41,7 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use crate::config::{PoolConfig, Problem};
-use crate::edge::tls::{CertResolver, TlsError};
+use crate::edge::tls::CertResolver;
 use auth::Users;
 use pools::Pools;
 use registry::Registry;
@@ -377,13 +377,8 @@ fn tls_config(config: &PoolConfig) -> Result<Option<Arc<rustls::ServerConfig>>, 
     let Some(tls) = &config.tls else {
         return Ok(None);
     };
-    let resolver = CertResolver::from_files(&tls.cert, &tls.key).map_err(|err| {
-        let key = match err {
-            TlsError::Certificate { .. } => "pool.tls.cert",
-            TlsError::Key { .. } => "pool.tls.key",
-        };
-        Problem::new(key, err.to_string())
-    })?;
+    let resolver = CertResolver::from_files(&tls.cert, &tls.key, "pool.tls")
+        .map_err(|err| Problem::new(err.config_key(), err.to_string()))?;
     Ok(Some(Arc::new(crate::edge::tls::server_config(Arc::new(
         resolver,
     )))))

@@ -29,6 +29,9 @@ pub enum Tree {
     Trends,
     /// Scheduled load test runs, by time (a bounded history).
     LoadTests,
+    /// ACME accounts and the certificates obtained, with their private keys (not rebuildable
+    /// without asking the CA again, which limits how often it issues).
+    Certificates,
 }
 
 impl Tree {
@@ -41,6 +44,7 @@ impl Tree {
             Self::Alerts => "alerts",
             Self::Trends => "trends",
             Self::LoadTests => "load-tests",
+            Self::Certificates => "certificates",
         }
     }
 }

@@ -27,8 +27,10 @@ impl SledStore {
         };
         std::fs::create_dir_all(dir).map_err(unwritable)?;
         let lock = lock(dir)?;
+        let data = dir.join("sled");
+        private_dir(&data).map_err(unwritable)?;
         let db = sled::Config::new()
-            .path(dir.join("sled"))
+            .path(data)
             .cache_capacity(cache_bytes)
             .flush_every_ms(Some(flush_every.as_millis().max(1) as u64))
             .open()?;
@@ -42,6 +44,17 @@ impl SledStore {
     fn tree(&self, tree: Tree) -> Result<sled::Tree, StoreError> {
         Ok(self.db.open_tree(tree.name())?)
     }
+}
+
+/// Makes `dir` (created when missing) readable by gatehouse's user only: it holds private keys
+/// (ACME certificates, the admin token's digest, plugins' stores).
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 /// Takes the exclusive lock on `dir` and writes our pid into it, so a second gatehouse can say

@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod otlp;
+pub mod pebble;
 pub mod postgres;
 pub mod redis;
 pub mod upstream;
@@ -250,6 +251,11 @@ pub fn api_site(upstream: &Upstream, extra: &str) -> String {
 /// The JSON document `request` answers with.
 pub async fn json_of(request: reqwest::RequestBuilder) -> serde_json::Value {
     request.send().await.unwrap().json().await.unwrap()
+}
+
+/// The body `request` answers with, as text.
+pub async fn text_of(request: reqwest::RequestBuilder) -> String {
+    request.send().await.unwrap().text().await.unwrap()
 }
 
 /// An HTTP client that never uses a proxy and trusts `ca` when given.

@@ -1,0 +1,453 @@
+//! Automatic HTTPS: certificates for the `tls = "auto"` sites, obtained over ACME (RFC 8555)
+//! with instant-acme, kept in the state store and swapped into the TLS resolver without a
+//! restart or a dropped connection.
+//!
+//! One task per site keeps its certificate: it renews two thirds into the lifetime, or earlier
+//! when the CA's renewal info (ARI, RFC 9773) says so; after a failure it retries with a
+//! doubling pause while the old certificate keeps serving, logs the CA's words and raises an
+//! alert. A certificate in the store is used at start: a restart places no new order.
+
+mod challenges;
+mod issue;
+mod renewal;
+mod stored;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use instant_acme::{Account, CertificateIdentifier, NewAccount};
+use serde::Serialize;
+use tracing::{error, info, warn};
+
+pub use challenges::{ACME_TLS_ALPN, Challenges, HTTP01_PREFIX};
+
+use crate::config::{AcmeConfig, AlertSeverity, TlsConfig, TlsSite};
+use crate::edge::tls::CertResolver;
+use crate::monitor::alerts::Alerts;
+use crate::store::Store;
+use stored::{StoredCertificate, Usable};
+
+/// The ACME sites and what they share: the account, the challenge answers, the store.
+pub struct Acme {
+    sites: Vec<Arc<Site>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: AcmeConfig,
+    store: Arc<dyn Store>,
+    resolver: Arc<CertResolver>,
+    challenges: Arc<Challenges>,
+    /// Made (or restored from the store) at the first order.
+    account: tokio::sync::Mutex<Option<Account>>,
+}
+
+/// One site's certificate and how keeping it goes.
+struct Site {
+    hosts: Vec<String>,
+    id: String,
+    state: Mutex<SiteState>,
+}
+
+#[derive(Default)]
+struct SiteState {
+    current: Option<Usable>,
+    issued_at: Option<u64>,
+    failures: u32,
+    last_error: Option<String>,
+    next_attempt: Option<SystemTime>,
+    renew_at: Option<SystemTime>,
+}
+
+/// Where a site's certificate stands, for `/healthz`, the admin API and the UI.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteReport {
+    /// The names the certificate covers.
+    pub hosts: Vec<String>,
+    /// `valid`, `expiring` (less than a sixth of its lifetime left), `expired` or `missing`.
+    pub certificate: &'static str,
+    /// The certificate's end of validity (RFC 3339).
+    pub not_after: Option<String>,
+    /// Seconds until then (negative once past).
+    pub expires_in_seconds: Option<i64>,
+    /// When it was obtained (RFC 3339).
+    pub issued_at: Option<String>,
+    /// When renewal is due (RFC 3339).
+    pub renew_at: Option<String>,
+    /// Failed attempts in a row.
+    pub failures: u32,
+    /// The last failure, in the CA's words where it gave any.
+    pub last_error: Option<String>,
+    /// When the next attempt is due after a failure (RFC 3339).
+    pub next_attempt: Option<String>,
+}
+
+impl SiteReport {
+    /// What needs someone's attention, if anything: no usable certificate, one about to
+    /// expire, or renewal failing (with the CA's words).
+    pub fn trouble(&self) -> Option<String> {
+        let site = self.hosts.join(",");
+        let expiry = match (self.certificate, self.expires_in_seconds) {
+            ("valid", _) => None,
+            ("expiring", Some(left)) => Some(format!(
+                "certificate expires in {}",
+                humantime::format_duration(Duration::from_secs(left.max(0) as u64))
+            )),
+            (state, _) => Some(format!("certificate {state}")),
+        };
+        let failing = self
+            .last_error
+            .as_ref()
+            .map(|why| format!("{} failed attempt(s), last: {why}", self.failures));
+        match (expiry, failing) {
+            (None, None) => None,
+            (Some(one), None) | (None, Some(one)) => Some(format!("{site}: {one}")),
+            (Some(expiry), Some(failing)) => Some(format!("{site}: {expiry}; {failing}")),
+        }
+    }
+}
+
+impl Acme {
+    /// The ACME sites of `tls`, each with the certificate the store holds for it already put in
+    /// `resolver`. None when no site is `tls = "auto"`.
+    pub fn new(
+        tls: &TlsConfig,
+        store: Arc<dyn Store>,
+        resolver: Arc<CertResolver>,
+    ) -> Option<Self> {
+        tls.auto_sites().next()?;
+        let shared = Arc::new(Shared {
+            config: tls.acme.clone(),
+            challenges: resolver.challenges(),
+            store,
+            resolver,
+            account: tokio::sync::Mutex::new(None),
+        });
+        let sites = tls
+            .auto_sites()
+            .map(|site| Arc::new(Site::restore(site, &shared)))
+            .collect();
+        Some(Self { sites, shared })
+    }
+
+    /// Starts keeping every site's certificate (call on the serving thread's runtime).
+    pub fn spawn(&self, alerts: &Arc<Alerts>) {
+        for site in &self.sites {
+            let (site, shared, alerts) = (
+                Arc::clone(site),
+                Arc::clone(&self.shared),
+                Arc::clone(alerts),
+            );
+            actix_rt::spawn(async move { site.keep(&shared, &alerts).await });
+        }
+    }
+
+    /// The challenge answers the listeners serve.
+    pub fn challenges(&self) -> &Challenges {
+        &self.shared.challenges
+    }
+
+    /// Each site's certificate and renewal.
+    pub fn report(&self) -> Vec<SiteReport> {
+        let now = SystemTime::now();
+        self.sites.iter().map(|site| site.report(now)).collect()
+    }
+}
+
+impl Site {
+    /// The site, serving the certificate kept in the store if it is still valid.
+    fn restore(config: &TlsSite, shared: &Shared) -> Self {
+        let site = Self {
+            hosts: config.hosts.clone(),
+            id: config.id(),
+            state: Mutex::default(),
+        };
+        match stored::load(shared.store.as_ref(), &site.id) {
+            Ok(Some(record)) => match record.usable() {
+                Ok(usable) if usable.not_after > SystemTime::now() => {
+                    info!(site = %site.id, not_after = %rfc3339(usable.not_after), "certificate restored from the state store");
+                    site.install(shared, usable, record.issued_at);
+                }
+                Ok(_) => {
+                    info!(site = %site.id, "the stored certificate has expired; a new one will be ordered")
+                }
+                Err(why) => {
+                    warn!(site = %site.id, %why, "the stored certificate cannot be used; a new one will be ordered")
+                }
+            },
+            Ok(None) => {}
+            Err(err) => warn!(site = %site.id, error = %err, "cannot read the certificate store"),
+        }
+        site
+    }
+
+    fn install(&self, shared: &Shared, usable: Usable, issued_at: u64) {
+        shared.resolver.install(&self.hosts, &usable.certified);
+        let mut state = self.lock();
+        state.renew_at = Some(renewal::two_thirds(usable.not_before, usable.not_after));
+        state.current = Some(usable);
+        state.issued_at = Some(issued_at);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SiteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Renews when due, for ever.
+    async fn keep(&self, shared: &Shared, alerts: &Alerts) {
+        loop {
+            let (wait, renew) = self.next_step(shared).await;
+            tokio::time::sleep(wait).await;
+            if !renew {
+                continue;
+            }
+            match self.obtain(shared).await {
+                Ok(()) => {
+                    if self.succeeded() {
+                        let summary = format!("certificate for {} obtained", self.id);
+                        alerts.raise(
+                            &self.alert_name(),
+                            AlertSeverity::Warning,
+                            "resolved",
+                            summary,
+                        );
+                    }
+                }
+                Err(why) => {
+                    let (failures, pause, serving) = self.failed(shared.config.retry_after, &why);
+                    error!(site = %self.id, failures, retry_in = ?pause, serving_previous = serving,
+                        "cannot obtain a certificate: {why}");
+                    if failures == 1 {
+                        // Critical once nothing valid is left to serve.
+                        let severity = match serving {
+                            true => AlertSeverity::Warning,
+                            false => AlertSeverity::Critical,
+                        };
+                        let summary =
+                            format!("certificate for {} cannot be obtained: {why}", self.id);
+                        alerts.raise(&self.alert_name(), severity, "firing", summary);
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// Clears the failure record; whether there was one (an alert to resolve).
+    fn succeeded(&self) -> bool {
+        let mut state = self.lock();
+        state.last_error = None;
+        state.next_attempt = None;
+        std::mem::take(&mut state.failures) > 0
+    }
+
+    /// Records a failure; the failures in a row, the pause before the next attempt, and
+    /// whether a certificate is still being served meanwhile.
+    fn failed(&self, first_pause: Duration, why: &str) -> (u32, Duration, bool) {
+        let mut state = self.lock();
+        state.failures += 1;
+        let pause = renewal::backoff(first_pause, state.failures);
+        state.next_attempt = Some(SystemTime::now() + pause);
+        state.last_error = Some(why.to_string());
+        let serving = state
+            .current
+            .as_ref()
+            .is_some_and(|c| c.not_after > SystemTime::now());
+        (state.failures, pause, serving)
+    }
+
+    fn alert_name(&self) -> String {
+        format!("certificate:{}", self.id)
+    }
+
+    /// How long to wait, and whether to renew then (or only look again: the CA's renewal
+    /// window is asked again from time to time).
+    async fn next_step(&self, shared: &Shared) -> (Duration, bool) {
+        let now = SystemTime::now();
+        let (due, leaf) = {
+            let state = self.lock();
+            let Some(current) = &state.current else {
+                return (Duration::ZERO, true);
+            };
+            (
+                renewal::two_thirds(current.not_before, current.not_after),
+                current.certified.cert[0].clone(),
+            )
+        };
+        let (due, recheck) = match shared.renewal_window(&leaf).await {
+            Some((suggested, recheck)) => (due.min(suggested), Some(recheck)),
+            None => (due, None),
+        };
+        self.lock().renew_at = Some(due);
+        let until_due = due.duration_since(now).unwrap_or_default();
+        match recheck {
+            Some(recheck) if recheck < until_due => (recheck, false),
+            _ => (until_due, true),
+        }
+    }
+
+    /// Orders a certificate, keeps it, exports it if asked and swaps it in.
+    async fn obtain(&self, shared: &Shared) -> Result<(), String> {
+        let account = shared.account().await?;
+        let replaces = self.lock().current.as_ref().and_then(|c| {
+            CertificateIdentifier::try_from(&c.certified.cert[0])
+                .ok()
+                .map(CertificateIdentifier::into_owned)
+        });
+        info!(site = %self.id, renewal = replaces.is_some(), "ordering a certificate");
+        let started = std::time::Instant::now();
+        // A CA without renewal info refuses `replaces`; the order is then placed without it.
+        let issued = match issue::issue(
+            &account,
+            &self.hosts,
+            &shared.config.challenges,
+            &shared.challenges,
+            replaces,
+        )
+        .await
+        {
+            Err(issue::IssueError::Acme(instant_acme::Error::Unsupported(_))) => {
+                issue::issue(
+                    &account,
+                    &self.hosts,
+                    &shared.config.challenges,
+                    &shared.challenges,
+                    None,
+                )
+                .await
+            }
+            other => other,
+        }
+        .map_err(|err| err.to_string())?;
+        let record = StoredCertificate {
+            chain_pem: issued.chain_pem,
+            key_pem: issued.key_pem,
+            directory: shared.config.directory_url().to_string(),
+            issued_at: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+        };
+        let usable = record
+            .usable()
+            .map_err(|why| format!("the CA's certificate cannot be used: {why}"))?;
+        stored::save(shared.store.as_ref(), &self.id, &record)
+            .map_err(|err| format!("cannot keep the certificate: {err}"))?;
+        if let Some(dir) = &shared.config.export_dir
+            && let Err(err) = stored::export(dir, &self.hosts[0], &record)
+        {
+            warn!(site = %self.id, dir = %dir.display(), error = %err, "cannot export the certificate as PEM files");
+        }
+        info!(site = %self.id, not_after = %rfc3339(usable.not_after), took = ?started.elapsed(), "certificate obtained and in use");
+        self.install(shared, usable, record.issued_at);
+        Ok(())
+    }
+
+    fn report(&self, now: SystemTime) -> SiteReport {
+        let state = self.lock();
+        let certificate = match &state.current {
+            None => "missing",
+            Some(c) if c.not_after <= now => "expired",
+            Some(c) if renewal::expiring(c.not_before, c.not_after, now) => "expiring",
+            Some(_) => "valid",
+        };
+        let not_after = state.current.as_ref().map(|c| c.not_after);
+        SiteReport {
+            hosts: self.hosts.clone(),
+            certificate,
+            not_after: not_after.map(rfc3339),
+            expires_in_seconds: not_after.map(|end| match end.duration_since(now) {
+                Ok(left) => left.as_secs() as i64,
+                Err(past) => -(past.duration().as_secs() as i64),
+            }),
+            issued_at: state
+                .issued_at
+                .map(|s| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(s))),
+            renew_at: state.renew_at.map(rfc3339),
+            failures: state.failures,
+            last_error: state.last_error.clone(),
+            next_attempt: state.next_attempt.map(rfc3339),
+        }
+    }
+}
+
+impl Shared {
+    /// The account at the configured directory: restored from the store, or made there.
+    async fn account(&self) -> Result<Account, String> {
+        let mut slot = self.account.lock().await;
+        if let Some(account) = &*slot {
+            return Ok(account.clone());
+        }
+        let directory = self.config.directory_url();
+        let builder = match &self.config.ca_root {
+            Some(root) => Account::builder_with_root(root),
+            None => Account::builder(),
+        }
+        .map_err(|err| format!("cannot make an ACME client: {err}"))?;
+        let kept = stored::load_account(self.store.as_ref(), directory)
+            .map_err(|err| format!("cannot read the ACME account: {err}"))?
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let account = match kept {
+            Some(credentials) => builder
+                .from_credentials(credentials)
+                .await
+                .map_err(|err| format!("cannot reach the ACME directory {directory}: {err}"))?,
+            None => {
+                let contact = self
+                    .config
+                    .email
+                    .as_ref()
+                    .map(|email| format!("mailto:{email}"));
+                let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
+                let (account, credentials) = builder
+                    .create(
+                        &NewAccount {
+                            contact: &contact,
+                            terms_of_service_agreed: true,
+                            only_return_existing: false,
+                        },
+                        directory.to_string(),
+                        None,
+                    )
+                    .await
+                    .map_err(|err| format!("cannot make an account at {directory}: {err}"))?;
+                let bytes = serde_json::to_vec(&credentials).expect("credentials serialize");
+                stored::save_account(self.store.as_ref(), directory, &bytes)
+                    .map_err(|err| format!("cannot keep the ACME account: {err}"))?;
+                info!(%directory, id = account.id(), "ACME account made");
+                account
+            }
+        };
+        *slot = Some(account.clone());
+        Ok(account)
+    }
+
+    /// The CA's suggested renewal time for the certificate `leaf` and when to ask again; none
+    /// when the CA has no renewal info (or is not reachable now: the usual schedule holds).
+    async fn renewal_window(
+        &self,
+        leaf: &rustls_pki_types::CertificateDer<'static>,
+    ) -> Option<(SystemTime, Duration)> {
+        let id = CertificateIdentifier::try_from(leaf).ok()?;
+        let account = self.account().await.ok()?;
+        let (info, retry_after) = account.renewal_info(&id).await.ok()?;
+        let window = info.suggested_window;
+        let spread: f64 = rand_fraction();
+        let suggested = renewal::in_window(window.start.into(), window.end.into(), spread);
+        let (least, most) = renewal::ARI_RECHECK;
+        Some((suggested, retry_after.clamp(least, most)))
+    }
+}
+
+/// A fraction in [0, 1) from the OS's randomness.
+fn rand_fraction() -> f64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn rfc3339(at: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

@@ -1,0 +1,310 @@
+//! Automatic HTTPS against a real ACME server (pebble): first issuance over HTTP-01 and over
+//! TLS-ALPN-01, HTTPS that validates against pebble's root, a restart that places no new order,
+//! renewal of short-lived certificates under concurrent handshakes, and a challenge that cannot
+//! be answered (error in `/healthz` and an alert, the old certificate still served, a later
+//! retry that succeeds).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+
+use crate::support::pebble::Pebble;
+use crate::support::{Gatehouse, Upstream, eventually, free_port, get_json};
+
+const HOST: &str = "site.gatehouse.test";
+
+/// A gatehouse with one `tls = "auto"` site for [`HOST`], its plain listener on `plain` and
+/// its TLS listener on `tls`, retrying failures after a second.
+fn auto_site(
+    pebble: &Pebble,
+    challenges: &[&str],
+    plain: u16,
+    tls: u16,
+    upstream: &Upstream,
+) -> String {
+    format!(
+        "[edge]\nlisten = [\"127.0.0.1:{plain}\"]\n\n[edge.tls]\nlisten = [\"127.0.0.1:{tls}\"]\n\n\
+         [[edge.tls.sites]]\nhosts = [\"{HOST}\"]\ntls = \"auto\"\n\n\
+         [edge.tls.acme]\n{}retry_after = \"1s\"\n\n[upstreams.app]\nservers = [\"{}\"]\n",
+        pebble.acme_config(challenges),
+        upstream.addr,
+    )
+}
+
+/// The site's entry in `/healthz`.
+async fn site(gatehouse: &Gatehouse) -> Value {
+    let report = get_json(gatehouse.admin_url("/healthz")).await;
+    report["checks"]["tls"]["detail"]["sites"][0].clone()
+}
+
+/// Waits for the site's certificate to be valid and returns its entry.
+async fn certified(gatehouse: &Gatehouse) -> Value {
+    eventually(Duration::from_secs(60), "a valid certificate", || async {
+        site(gatehouse).await["certificate"] == "valid"
+    })
+    .await;
+    site(gatehouse).await
+}
+
+/// A TLS client that trusts only pebble's issuing root.
+fn trusting(pebble: &Pebble) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pebble.issuing_root.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// The leaf certificate a verified handshake for [`HOST`] gets at `addr`.
+async fn served_leaf(connector: &TlsConnector, addr: SocketAddr) -> std::io::Result<Vec<u8>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let tls = connector
+        .connect(ServerName::try_from(HOST).unwrap(), tcp)
+        .await?;
+    Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
+}
+
+/// An HTTPS GET of `/` on [`HOST`], verified against pebble's root.
+async fn https_get(pebble: &Pebble, gatehouse: &Gatehouse) -> reqwest::Response {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(pebble.issuing_root.as_bytes()).unwrap()])
+        .resolve(HOST, gatehouse.tls_addr())
+        .build()
+        .unwrap()
+        .get(format!("https://{HOST}:{}/", gatehouse.tls_addr().port()))
+        .send()
+        .await
+        .expect("HTTPS with the ACME certificate")
+}
+
+/// Orders pebble has been asked for.
+fn orders(pebble: &Pebble) -> usize {
+    pebble.log().matches("POST /order-plz").count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http01_certificate_serves_https_and_a_restart_places_no_new_order() {
+    let upstream = Upstream::start("app").await;
+    let (plain, tls) = (free_port(), free_port());
+    let pebble = Pebble::start(plain, tls, None).await;
+    let started = Instant::now();
+    let mut gatehouse = Gatehouse::start(&auto_site(&pebble, &["http-01"], plain, tls, &upstream));
+    let first = certified(&gatehouse).await;
+    eprintln!(
+        "MEASURE first certificate over HTTP-01 after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(first["failures"], 0);
+    let answer = https_get(&pebble, &gatehouse).await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(upstream.hits(), 1, "the HTTPS request reached the upstream");
+    let leaf = served_leaf(&trusting(&pebble), gatehouse.tls_addr())
+        .await
+        .unwrap();
+    let ordered = orders(&pebble);
+    assert_eq!(ordered, 1, "one order:\n{}", pebble.log());
+
+    gatehouse.stop();
+    gatehouse.start_again().await;
+    // Served at once from the state store: the same certificate, and pebble saw no new order.
+    let again = site(&gatehouse).await;
+    assert_eq!(again["certificate"], "valid");
+    assert_eq!(again["issued_at"], first["issued_at"]);
+    let leaf_again = served_leaf(&trusting(&pebble), gatehouse.tls_addr())
+        .await
+        .unwrap();
+    assert_eq!(leaf_again, leaf);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(orders(&pebble), ordered, "no new order after a restart");
+    assert_eq!(https_get(&pebble, &gatehouse).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_alpn01_certificate_renews_under_concurrent_handshakes() {
+    let upstream = Upstream::start("app").await;
+    let (plain, tls) = (free_port(), free_port());
+    // Twelve-second certificates: renewal is due eight seconds in.
+    let pebble = Pebble::start(plain, tls, Some(12)).await;
+    let started = Instant::now();
+    let gatehouse = Gatehouse::start(&auto_site(&pebble, &["tls-alpn-01"], plain, tls, &upstream));
+    let first = certified(&gatehouse).await;
+    eprintln!(
+        "MEASURE first certificate over TLS-ALPN-01 after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(https_get(&pebble, &gatehouse).await.status(), 200);
+    let connector = trusting(&pebble);
+    let addr = gatehouse.tls_addr();
+    let leaf = served_leaf(&connector, addr).await.unwrap();
+
+    // Handshakes without pause from four clients while the certificate is swapped.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<JoinHandle<()>> = (0..4)
+        .map(|_| {
+            let (connector, stop, done, failed) = (
+                connector.clone(),
+                Arc::clone(&stop),
+                Arc::clone(&done),
+                Arc::clone(&failed),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match served_leaf(&connector, addr).await {
+                        Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(30),
+        "a renewed certificate served",
+        || async {
+            served_leaf(&connector, addr)
+                .await
+                .is_ok_and(|served| served != leaf)
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    let renewed = site(&gatehouse).await;
+    assert_ne!(renewed["not_after"], first["not_after"]);
+    assert_eq!(renewed["certificate"], "valid");
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "handshakes failed during the swap"
+    );
+    assert!(
+        done.load(Ordering::Relaxed) > 20,
+        "too few handshakes to tell"
+    );
+}
+
+/// Forwards TCP connections from a loopback port to `to` while it runs: pebble's HTTP-01
+/// validations reach gatehouse through it, and stop reaching it when it is stopped.
+struct Forwarder {
+    port: u16,
+    to: SocketAddr,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Forwarder {
+    async fn start(port: u16, to: SocketAddr) -> Self {
+        let mut forwarder = Self {
+            port,
+            to,
+            task: None,
+        };
+        forwarder.resume().await;
+        forwarder
+    }
+
+    async fn resume(&mut self) {
+        let listener = TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let to = self.to;
+        self.task = Some(tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Closes the port: validations are refused.
+    async fn pause(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_renewal_keeps_the_old_certificate_alerts_and_a_retry_succeeds() {
+    let upstream = Upstream::start("app").await;
+    let (plain, tls, validation) = (free_port(), free_port(), free_port());
+    // Fifteen-second certificates: renewal is due ten seconds in.
+    let pebble = Pebble::start(validation, tls, Some(15)).await;
+    let mut forwarder =
+        Forwarder::start(validation, format!("127.0.0.1:{plain}").parse().unwrap()).await;
+    let gatehouse = Gatehouse::start(&auto_site(&pebble, &["http-01"], plain, tls, &upstream));
+    certified(&gatehouse).await;
+    let connector = trusting(&pebble);
+    let addr = gatehouse.tls_addr();
+    let leaf = served_leaf(&connector, addr).await.unwrap();
+
+    forwarder.pause().await;
+    eventually(
+        Duration::from_secs(30),
+        "renewal failing in /healthz",
+        || async { site(&gatehouse).await["failures"].as_u64() > Some(0) },
+    )
+    .await;
+    let report = get_json(gatehouse.admin_url("/healthz")).await;
+    let check = &report["checks"]["tls"];
+    assert_eq!(check["status"], "degraded");
+    let error = check["error"].as_str().unwrap();
+    assert!(
+        error.contains(HOST) && error.contains("validation failed"),
+        "{error}"
+    );
+    // The CA's own words: pebble could not connect to the validation port.
+    assert!(error.contains("connect"), "{error}");
+    let alerts = gatehouse.admin_json("/api/v1/alerts").await;
+    let firing = alerts["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|event| event["rule"] == format!("certificate:{HOST}") && event["state"] == "firing")
+        .unwrap_or_else(|| panic!("no certificate alert in {alerts}"));
+    assert!(
+        firing["summary"]
+            .as_str()
+            .unwrap()
+            .contains("validation failed")
+    );
+    // The old certificate still serves while it is valid.
+    assert_eq!(served_leaf(&connector, addr).await.unwrap(), leaf);
+
+    forwarder.resume().await;
+    eventually(Duration::from_secs(30), "a retry that succeeds", || async {
+        let site = site(&gatehouse).await;
+        site["failures"] == 0 && site["certificate"] == "valid"
+    })
+    .await;
+    assert_ne!(served_leaf(&connector, addr).await.unwrap(), leaf);
+    let report = get_json(gatehouse.admin_url("/healthz")).await;
+    assert_eq!(report["checks"]["tls"]["status"], "ok");
+    let alerts = gatehouse.admin_json("/api/v1/alerts").await;
+    assert!(
+        alerts["history"].as_array().unwrap().iter().any(|event| {
+            event["rule"] == format!("certificate:{HOST}") && event["state"] == "resolved"
+        }),
+        "{alerts}"
+    );
+}
