@@ -103,7 +103,15 @@ async fn http01_certificate_serves_https_and_a_restart_places_no_new_order() {
     let (plain, tls) = (free_port(), free_port());
     let pebble = Pebble::start(plain, tls, None).await;
     let started = Instant::now();
-    let mut gatehouse = Gatehouse::start(&auto_site(&pebble, &["http-01"], plain, tls, &upstream));
+    let exported = tempfile::tempdir().unwrap();
+    let config = auto_site(&pebble, &["http-01"], plain, tls, &upstream).replace(
+        "retry_after",
+        &format!(
+            "export_dir = \"{}\"\nretry_after",
+            exported.path().display()
+        ),
+    );
+    let mut gatehouse = Gatehouse::start(&config);
     let first = certified(&gatehouse).await;
     eprintln!(
         "MEASURE first certificate over HTTP-01 after {:?}",
@@ -116,6 +124,18 @@ async fn http01_certificate_serves_https_and_a_restart_places_no_new_order() {
     let leaf = served_leaf(&trusting(&pebble), gatehouse.tls_addr())
         .await
         .unwrap();
+    // Exported for other tools: the chain as served, the key readable by its owner only.
+    let chain = std::fs::read(exported.path().join(format!("{HOST}.crt"))).unwrap();
+    let exported_leaf = CertificateDer::pem_slice_iter(&chain)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(exported_leaf.as_ref(), leaf.as_slice());
+    let key = std::fs::metadata(exported.path().join(format!("{HOST}.key"))).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+        0o600
+    );
     let ordered = orders(&pebble);
     assert_eq!(ordered, 1, "one order:\n{}", pebble.log());
 

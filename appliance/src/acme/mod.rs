@@ -318,7 +318,7 @@ impl Site {
             }
             other => other,
         }
-        .map_err(|err| err.to_string())?;
+        .map_err(|err| explain(&err))?;
         let record = StoredCertificate {
             chain_pem: issued.chain_pem,
             key_pem: issued.key_pem,
@@ -383,15 +383,17 @@ impl Shared {
             Some(root) => Account::builder_with_root(root),
             None => Account::builder(),
         }
-        .map_err(|err| format!("cannot make an ACME client: {err}"))?;
+        .map_err(|err| format!("cannot make an ACME client: {}", explain(&err)))?;
         let kept = stored::load_account(self.store.as_ref(), directory)
             .map_err(|err| format!("cannot read the ACME account: {err}"))?
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
         let account = match kept {
-            Some(credentials) => builder
-                .from_credentials(credentials)
-                .await
-                .map_err(|err| format!("cannot reach the ACME directory {directory}: {err}"))?,
+            Some(credentials) => builder.from_credentials(credentials).await.map_err(|err| {
+                format!(
+                    "cannot reach the ACME directory {directory}: {}",
+                    explain(&err)
+                )
+            })?,
             None => {
                 let contact = self
                     .config
@@ -410,7 +412,9 @@ impl Shared {
                         None,
                     )
                     .await
-                    .map_err(|err| format!("cannot make an account at {directory}: {err}"))?;
+                    .map_err(|err| {
+                        format!("cannot make an account at {directory}: {}", explain(&err))
+                    })?;
                 let bytes = serde_json::to_vec(&credentials).expect("credentials serialize");
                 stored::save_account(self.store.as_ref(), directory, &bytes)
                     .map_err(|err| format!("cannot keep the ACME account: {err}"))?;
@@ -439,6 +443,21 @@ impl Shared {
     }
 }
 
+/// An error with its causes: the HTTP client says only "client error (Connect)", and the
+/// reason (a refused connection, an untrusted certificate) is further down the chain.
+fn explain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(inner) = cause {
+        let said = inner.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = inner.source();
+    }
+    text
+}
+
 /// A fraction in [0, 1) from the OS's randomness.
 fn rand_fraction() -> f64 {
     let mut bytes = [0u8; 8];
@@ -450,4 +469,43 @@ fn rand_fraction() -> f64 {
 
 fn rfc3339(at: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Says "client error (Connect)" and keeps the reason as its source, as hyper does.
+    #[derive(Debug)]
+    struct Vague(std::io::Error);
+
+    impl std::fmt::Display for Vague {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+
+    impl std::error::Error for Vague {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn explanations_carry_the_causes_once() {
+        let refused =
+            || std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let vague = Vague(refused());
+        assert_eq!(
+            explain(&vague),
+            "client error (Connect): connection refused"
+        );
+        // A wrapper that repeats its source's words does not repeat them twice.
+        let transparent = instant_acme::Error::Other(Box::new(Vague(refused())));
+        assert_eq!(
+            explain(&transparent),
+            "client error (Connect): connection refused"
+        );
+        assert!((0.0..1.0).contains(&rand_fraction()));
+    }
 }
