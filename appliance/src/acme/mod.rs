@@ -27,6 +27,11 @@ use crate::monitor::alerts::Alerts;
 use crate::store::Store;
 use stored::{StoredCertificate, Usable};
 
+/// Longest time one order may take, from the new-order request to the chain.
+const ORDER_DEADLINE: Duration = Duration::from_secs(300);
+/// Longest wait for the CA's renewal info (otherwise the usual schedule holds).
+const ARI_DEADLINE: Duration = Duration::from_secs(30);
+
 /// The ACME sites and what they share: the account, the challenge answers, the store.
 pub struct Acme {
     sites: Vec<Arc<Site>>,
@@ -201,7 +206,14 @@ impl Site {
             if !renew {
                 continue;
             }
-            match self.obtain(shared).await {
+            // A CA that stops answering mid-order must not stall the site for good.
+            let attempt = tokio::time::timeout(ORDER_DEADLINE, self.obtain(shared));
+            let outcome = attempt.await.unwrap_or_else(|_| {
+                Err(format!(
+                    "the CA did not finish the order within {ORDER_DEADLINE:?}"
+                ))
+            });
+            match outcome {
                 Ok(()) => {
                     if self.succeeded() {
                         let summary = format!("certificate for {} obtained", self.id);
@@ -274,7 +286,8 @@ impl Site {
                 current.certified.cert[0].clone(),
             )
         };
-        let (due, recheck) = match shared.renewal_window(&leaf).await {
+        let asked = tokio::time::timeout(ARI_DEADLINE, shared.renewal_window(&leaf));
+        let (due, recheck) = match asked.await.ok().flatten() {
             Some((suggested, recheck)) => (due.min(suggested), Some(recheck)),
             None => (due, None),
         };
