@@ -23,7 +23,7 @@ pub use challenges::{ACME_TLS_ALPN, Challenges, HTTP01_PREFIX};
 
 use crate::config::{AcmeConfig, AlertSeverity, TlsConfig, TlsSite};
 use crate::edge::tls::CertResolver;
-use crate::monitor::alerts::Alerts;
+use crate::monitor::alerts::{Alerts, rfc3339};
 use crate::store::Store;
 use stored::{StoredCertificate, Usable};
 
@@ -478,10 +478,6 @@ fn rand_fraction() -> f64 {
         return 0.5;
     }
     (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-fn rfc3339(at: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]

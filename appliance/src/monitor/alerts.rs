@@ -309,7 +309,8 @@ fn event(rule: &AlertRule, state: &str, value: Option<f64>, at: SystemTime) -> A
     }
 }
 
-fn rfc3339(at: SystemTime) -> String {
+/// `at` as an RFC 3339 UTC timestamp to the second.
+pub(crate) fn rfc3339(at: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
