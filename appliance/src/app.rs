@@ -17,7 +17,6 @@ use tracing::{error, info, warn};
 use crate::acme::Acme;
 use crate::admin::{self, AdminAuth};
 use crate::config::{Config, ConfigError, Loaded, Problem};
-use crate::edge::finish::Finish;
 use crate::edge::redirect::Redirect;
 use crate::edge::tls::{self, CertResolver};
 use crate::edge::{self, EdgeState};
@@ -328,11 +327,6 @@ fn instance_id(store: &dyn Store) -> u64 {
 /// `cargo build` go live within a second.
 const PLUGIN_POLL: Duration = Duration::from_secs(1);
 
-/// HTTP/2 receive window per stream.
-const H2_STREAM_WINDOW: u32 = 1024 * 1024;
-/// HTTP/2 receive window per connection.
-const H2_CONNECTION_WINDOW: u32 = 4 * 1024 * 1024;
-
 /// A serving gatehouse. Dropping it shuts it down gracefully.
 pub struct RunningApp {
     addrs: BoundAddrs,
@@ -553,37 +547,18 @@ impl Serving {
         let mut handles = Vec::new();
         let drain = config.edge.drain_timeout.as_secs_f64().ceil() as u64;
 
-        let edge_data = web::Data::from(Arc::clone(&self.edge));
-        let edge_state = Arc::clone(&self.edge);
-        let counted = Arc::clone(&self.edge);
-        let mut server = HttpServer::new(move || {
-            actix_web::App::new()
-                .app_data(edge_data.clone())
-                .wrap(Finish::new(Arc::clone(&edge_state)))
-                .default_service(web::to(edge::handle))
-        })
-        .on_connect(move |connection, extensions| counted.on_connect(connection, extensions))
-        .workers(workers(config))
-        // HTTP/2 flow-control windows: wide enough that uploads are not throttled by round trips,
-        // and that clients which hold one byte of window back before sending END_STREAM (hyper#4003)
-        // are not left waiting for an update; the connection window caps what one client can make
-        // us buffer.
-        .h2_initial_window_size(H2_STREAM_WINDOW)
-        .h2_initial_connection_window_size(H2_CONNECTION_WINDOW)
-        .keep_alive(config.edge.keep_alive)
-        .client_request_timeout(config.edge.request_head_timeout)
-        .shutdown_timeout(drain)
-        .disable_signals();
-        for listener in listeners.edge {
-            server = server.listen(listener)?;
-        }
-        if let Some(resolver) = &self.tls {
-            let tls_config = tls::edge_server_config(Arc::clone(resolver));
-            for listener in listeners.tls {
-                server = server.listen_rustls_0_23(listener, tls_config.clone())?;
-            }
-        }
-        handles.push(spawn_server(server.run()));
+        let settings = edge::server::Settings {
+            workers: workers(config),
+            keep_alive: config.edge.keep_alive,
+            request_head_timeout: config.edge.request_head_timeout,
+            drain,
+        };
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|resolver| (listeners.tls, tls::edge_server_config(Arc::clone(resolver))));
+        let server = edge::server::build(&self.edge, settings, listeners.edge, tls)?;
+        handles.push(spawn_server(server));
 
         let health = web::Data::new(HealthSources {
             edge: Arc::clone(&self.edge),
@@ -764,18 +739,18 @@ impl Serving {
 /// Settings that bind sockets, size threads or open files: a reload cannot change them.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let tls_listen = |c: &Config| c.edge.tls.as_ref().map(|t| t.listen.clone());
-    // The ACME sites' tasks are started with the process.
+    // The ACME sites' tasks and the on-demand policy are made with the process.
     let acme = |c: &Config| {
-        c.edge
-            .tls
-            .as_ref()
-            .map(|t| (t.acme.clone(), t.auto_sites().cloned().collect::<Vec<_>>()))
+        c.edge.tls.as_ref().map(|t| {
+            let sites = t.auto_sites().cloned().collect::<Vec<_>>();
+            (t.acme.clone(), sites, t.on_demand.clone())
+        })
     };
     [
         ("edge.listen", old.edge.listen != new.edge.listen),
         ("edge.tls.listen", tls_listen(old) != tls_listen(new)),
         (
-            "edge.tls.acme and the tls = \"auto\" sites",
+            "edge.tls.acme, edge.tls.on_demand and the tls = \"auto\" sites",
             acme(old) != acme(new),
         ),
         ("edge.redirect", old.edge.redirect != new.edge.redirect),

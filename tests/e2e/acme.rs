@@ -2,7 +2,8 @@
 //! TLS-ALPN-01, HTTPS that validates against pebble's root, a restart that places no new order,
 //! renewal of short-lived certificates under concurrent handshakes, and a challenge that cannot
 //! be answered (error in `/healthz` and an alert, the old certificate still served, a later
-//! retry that succeeds).
+//! retry that succeeds), and certificates on demand (at the first handshake, for listed names
+//! the ask URL allows, within the order budget).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,22 +72,35 @@ fn trusting(pebble: &Pebble) -> TlsConnector {
 
 /// The leaf certificate a verified handshake for [`HOST`] gets at `addr`.
 async fn served_leaf(connector: &TlsConnector, addr: SocketAddr) -> std::io::Result<Vec<u8>> {
+    leaf_for(connector, addr, HOST).await
+}
+
+/// The leaf certificate a verified handshake for `name` gets at `addr`.
+async fn leaf_for(
+    connector: &TlsConnector,
+    addr: SocketAddr,
+    name: &str,
+) -> std::io::Result<Vec<u8>> {
     let tcp = TcpStream::connect(addr).await?;
-    let tls = connector
-        .connect(ServerName::try_from(HOST).unwrap(), tcp)
-        .await?;
+    let server_name = ServerName::try_from(name.to_string()).unwrap();
+    let tls = connector.connect(server_name, tcp).await?;
     Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
 }
 
 /// An HTTPS GET of `/` on [`HOST`], verified against pebble's root.
 async fn https_get(pebble: &Pebble, gatehouse: &Gatehouse) -> reqwest::Response {
+    https_get_at(pebble, gatehouse.tls_addr(), HOST).await
+}
+
+/// An HTTPS GET of `/` on `name` at `addr`, verified against pebble's root.
+async fn https_get_at(pebble: &Pebble, addr: SocketAddr, name: &str) -> reqwest::Response {
     reqwest::Client::builder()
         .no_proxy()
         .tls_certs_only([reqwest::Certificate::from_pem(pebble.issuing_root.as_bytes()).unwrap()])
-        .resolve(HOST, gatehouse.tls_addr())
+        .resolve(name, addr)
         .build()
         .unwrap()
-        .get(format!("https://{HOST}:{}/", gatehouse.tls_addr().port()))
+        .get(format!("https://{name}:{}/", addr.port()))
         .send()
         .await
         .expect("HTTPS with the ACME certificate")
@@ -327,4 +341,127 @@ async fn a_failed_renewal_keeps_the_old_certificate_alerts_and_a_retry_succeeds(
         }),
         "{alerts}"
     );
+}
+
+/// A gatehouse with no certificate but those obtained on demand for names under
+/// `shop.gatehouse.test`, asking `ask` too when given, at most `max_orders` an hour.
+fn on_demand_site(
+    pebble: &Pebble,
+    tls: u16,
+    ask: Option<String>,
+    max_orders: u32,
+    upstream: &Upstream,
+) -> String {
+    let ask = ask.map_or(String::new(), |url| format!("ask = \"{url}\"\n"));
+    format!(
+        "[edge]\nlisten = [\"127.0.0.1:{}\"]\n\n[edge.tls]\nlisten = [\"127.0.0.1:{tls}\"]\n\n\
+         [edge.tls.on_demand]\nallow = [\"*.shop.gatehouse.test\"]\n{ask}max_orders = {max_orders}\n\n\
+         [edge.tls.acme]\n{}retry_after = \"1s\"\n\n[upstreams.app]\nservers = [\"{}\"]\n",
+        free_port(),
+        pebble.acme_config(&["tls-alpn-01"]),
+        upstream.addr,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_demand_names_get_a_certificate_at_their_first_handshake() {
+    let upstream = Upstream::start("app").await;
+    let ask = Upstream::start("ask").await;
+    let tls = free_port();
+    let pebble = Pebble::start(free_port(), tls, None).await;
+    let allow_all = format!("http://{}/status/200", ask.addr);
+    let config = on_demand_site(&pebble, tls, Some(allow_all), 2, &upstream);
+    let mut gatehouse = Gatehouse::start(&config);
+    let (connector, addr) = (trusting(&pebble), gatehouse.tls_addr());
+
+    // The first handshake waits for its certificate and validates against pebble's root.
+    let started = Instant::now();
+    let first = leaf_for(&connector, addr, "a.shop.gatehouse.test")
+        .await
+        .expect("the first handshake gets a certificate");
+    eprintln!(
+        "MEASURE first handshake with an on-demand certificate took {:?}",
+        started.elapsed()
+    );
+    assert_eq!((orders(&pebble), ask.hits()), (1, 1));
+    let answer = https_get_at(&pebble, addr, "a.shop.gatehouse.test").await;
+    assert_eq!(answer.status(), 200);
+
+    // Concurrent first handshakes for one name wait for one order.
+    let handshakes: Vec<_> = (0..4)
+        .map(|_| {
+            let connector = connector.clone();
+            tokio::spawn(async move { leaf_for(&connector, addr, "b.shop.gatehouse.test").await })
+        })
+        .collect();
+    for handshake in handshakes {
+        handshake
+            .await
+            .unwrap()
+            .expect("every concurrent handshake gets it");
+    }
+    assert_eq!(orders(&pebble), 2, "one order for four handshakes");
+
+    // Beyond the budget, an unlisted name, and a name the ask URL is not asked about: no
+    // certificate (and no default to fall back on), no order.
+    for name in [
+        "c.shop.gatehouse.test",
+        "shop.gatehouse.test",
+        "evil.gatehouse.test",
+    ] {
+        assert!(
+            leaf_for(&connector, addr, name).await.is_err(),
+            "{name} must get no certificate"
+        );
+    }
+    assert_eq!(
+        orders(&pebble),
+        2,
+        "no order past the budget or for unlisted names"
+    );
+    assert_eq!(ask.hits(), 3, "unlisted names are not asked about");
+
+    // Each name is kept like a site, in /healthz, and served again after a restart.
+    let report = get_json(gatehouse.admin_url("/healthz")).await;
+    let sites = report["checks"]["tls"]["detail"]["sites"].to_string();
+    assert!(
+        sites.contains("a.shop.gatehouse.test") && sites.contains("b.shop.gatehouse.test"),
+        "{sites}"
+    );
+    gatehouse.stop();
+    gatehouse.start_again().await;
+    let again = leaf_for(&connector, gatehouse.tls_addr(), "a.shop.gatehouse.test")
+        .await
+        .unwrap();
+    assert_eq!(
+        again, first,
+        "the stored certificate serves after a restart"
+    );
+    assert_eq!(orders(&pebble), 2, "no new order after a restart");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_the_ask_url_refuses_gets_no_certificate_and_is_not_asked_again_at_once() {
+    let upstream = Upstream::start("app").await;
+    let ask = Upstream::start("ask").await;
+    let tls = free_port();
+    let pebble = Pebble::start(free_port(), tls, None).await;
+    let refuse_all = format!("http://{}/status/403", ask.addr);
+    let gatehouse = Gatehouse::start(&on_demand_site(
+        &pebble,
+        tls,
+        Some(refuse_all),
+        10,
+        &upstream,
+    ));
+    let (connector, addr) = (trusting(&pebble), gatehouse.tls_addr());
+    for _ in 0..3 {
+        assert!(
+            leaf_for(&connector, addr, "a.shop.gatehouse.test")
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(ask.hits(), 1, "the refusal is remembered");
+    assert_eq!(orders(&pebble), 0);
 }

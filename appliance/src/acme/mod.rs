@@ -6,9 +6,13 @@
 //! when the CA's renewal info (ARI, RFC 9773) says so; after a failure it retries with a
 //! doubling pause while the old certificate keeps serving, logs the CA's words and raises an
 //! alert. A certificate in the store is used at start: a restart places no new order.
+//!
+//! Names no site lists can get a certificate at their first handshake ([`on_demand`]); each is
+//! then kept like a site's.
 
 mod challenges;
 mod issue;
+mod on_demand;
 mod renewal;
 mod stored;
 
@@ -17,14 +21,16 @@ use std::time::{Duration, SystemTime};
 
 use instant_acme::{Account, CertificateIdentifier, NewAccount};
 use serde::Serialize;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{error, info, warn};
 
 pub use challenges::{ACME_TLS_ALPN, Challenges, HTTP01_PREFIX};
 
-use crate::config::{AcmeConfig, AlertSeverity, TlsConfig, TlsSite};
+use crate::config::{AcmeConfig, AlertSeverity, TlsConfig};
 use crate::edge::tls::CertResolver;
 use crate::monitor::alerts::{Alerts, rfc3339};
 use crate::store::Store;
+use on_demand::{OnDemand, Order};
 use stored::{StoredCertificate, Usable};
 
 /// Longest time one order may take, from the new-order request to the chain.
@@ -34,8 +40,12 @@ const ARI_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The ACME sites and what they share: the account, the challenge answers, the store.
 pub struct Acme {
-    sites: Vec<Arc<Site>>,
+    /// The configured sites, then the names obtained on demand.
+    sites: Arc<Mutex<Vec<Arc<Site>>>>,
     shared: Arc<Shared>,
+    on_demand: Option<Arc<OnDemand>>,
+    /// On-demand orders, until [`Acme::spawn`] takes them.
+    orders: Mutex<Option<UnboundedReceiver<Order>>>,
 }
 
 struct Shared {
@@ -51,6 +61,8 @@ struct Shared {
 struct Site {
     hosts: Vec<String>,
     id: String,
+    /// Its key in the store.
+    record: String,
     state: Mutex<SiteState>,
 }
 
@@ -113,14 +125,16 @@ impl SiteReport {
 }
 
 impl Acme {
-    /// The ACME sites of `tls`, each with the certificate the store holds for it already put in
-    /// `resolver`. None when no site is `tls = "auto"`.
+    /// The ACME sites of `tls` and its on-demand names, each with the certificate the store
+    /// holds for it already put in `resolver`. None when nothing comes over ACME.
     pub fn new(
         tls: &TlsConfig,
         store: Arc<dyn Store>,
         resolver: Arc<CertResolver>,
     ) -> Option<Self> {
-        tls.auto_sites().next()?;
+        if !tls.uses_acme() {
+            return None;
+        }
         let shared = Arc::new(Shared {
             config: tls.acme.clone(),
             challenges: resolver.challenges(),
@@ -128,23 +142,93 @@ impl Acme {
             resolver,
             account: tokio::sync::Mutex::new(None),
         });
-        let sites = tls
+        let mut sites: Vec<Arc<Site>> = tls
             .auto_sites()
-            .map(|site| Arc::new(Site::restore(site, &shared)))
+            .map(|site| {
+                Arc::new(Site::restore(
+                    site.hosts.clone(),
+                    stored::site_key(&site.id()),
+                    &shared,
+                ))
+            })
             .collect();
-        Some(Self { sites, shared })
+        let (on_demand, orders) = match &tls.on_demand {
+            Some(config) => {
+                let (on_demand, orders) = OnDemand::new(config, tls.acme.retry_after);
+                sites.extend(restore_on_demand(&on_demand, &shared));
+                (Some(Arc::new(on_demand)), Some(orders))
+            }
+            None => (None, None),
+        };
+        Some(Self {
+            sites: Arc::new(Mutex::new(sites)),
+            shared,
+            on_demand,
+            orders: Mutex::new(orders),
+        })
     }
 
-    /// Starts keeping every site's certificate (call on the serving thread's runtime).
+    /// Starts keeping every site's certificate, and taking on-demand orders (call on the
+    /// serving thread's runtime).
     pub fn spawn(&self, alerts: &Arc<Alerts>) {
-        for site in &self.sites {
-            let (site, shared, alerts) = (
-                Arc::clone(site),
-                Arc::clone(&self.shared),
-                Arc::clone(alerts),
-            );
-            actix_rt::spawn(async move { site.keep(&shared, &alerts).await });
+        for site in lock(&self.sites).iter() {
+            keep(site, &self.shared, alerts);
         }
+        let (Some(on_demand), Some(mut orders)) = (&self.on_demand, lock(&self.orders).take())
+        else {
+            return;
+        };
+        let (sites, shared, on_demand, alerts) = (
+            Arc::clone(&self.sites),
+            Arc::clone(&self.shared),
+            Arc::clone(on_demand),
+            Arc::clone(alerts),
+        );
+        actix_rt::spawn(async move {
+            while let Some(order) = orders.recv().await {
+                let (sites, shared, on_demand, alerts) = (
+                    Arc::clone(&sites),
+                    Arc::clone(&shared),
+                    Arc::clone(&on_demand),
+                    Arc::clone(&alerts),
+                );
+                actix_rt::spawn(async move {
+                    let site = Arc::new(Site::new(
+                        vec![order.name.clone()],
+                        stored::on_demand_key(&order.name),
+                    ));
+                    let obtained = site.obtain_in_time(&shared).await;
+                    match &obtained {
+                        Ok(()) => {
+                            lock(&sites).push(Arc::clone(&site));
+                            keep(&site, &shared, &alerts);
+                        }
+                        Err(why) => {
+                            warn!(name = %order.name, "cannot obtain a certificate on demand: {why}")
+                        }
+                    }
+                    on_demand.finished(&order.name, obtained.is_ok());
+                    let _ = order.done.send(true);
+                });
+            }
+        });
+    }
+
+    /// For a handshake naming `name`: when no certificate is made for it and it may get one
+    /// on demand, waits while it is obtained.
+    pub async fn certificate_on_demand(&self, name: &str) {
+        let Some(on_demand) = &self.on_demand else {
+            return;
+        };
+        if self.shared.resolver.covers(name) {
+            return;
+        }
+        on_demand.wait_for(&name.to_ascii_lowercase()).await;
+    }
+
+    /// Whether names can get certificates on demand (handshakes are then looked at first).
+    pub fn on_demand(&self) -> bool {
+        self.on_demand.is_some()
     }
 
     /// The challenge answers the listeners serve.
@@ -155,29 +239,66 @@ impl Acme {
     /// Each site's certificate and renewal.
     pub fn report(&self) -> Vec<SiteReport> {
         let now = SystemTime::now();
-        self.sites.iter().map(|site| site.report(now)).collect()
+        lock(&self.sites)
+            .iter()
+            .map(|site| site.report(now))
+            .collect()
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Keeps `site`'s certificate renewed, for ever.
+fn keep(site: &Arc<Site>, shared: &Arc<Shared>, alerts: &Arc<Alerts>) {
+    let (site, shared, alerts) = (Arc::clone(site), Arc::clone(shared), Arc::clone(alerts));
+    actix_rt::spawn(async move { site.keep(&shared, &alerts).await });
+}
+
+/// The names obtained on demand before, still listed, whose certificates are still valid (an
+/// expired one waits for its next handshake, as a new name would).
+fn restore_on_demand(on_demand: &OnDemand, shared: &Shared) -> Vec<Arc<Site>> {
+    let names = stored::on_demand_names(shared.store.as_ref()).unwrap_or_else(|err| {
+        warn!(error = %err, "cannot read the certificates obtained on demand");
+        Vec::new()
+    });
+    names
+        .into_iter()
+        .filter(|name| on_demand.listed(name))
+        .map(|name| {
+            let record = stored::on_demand_key(&name);
+            Site::restore(vec![name], record, shared)
+        })
+        .filter(|site| site.lock().current.is_some())
+        .map(Arc::new)
+        .collect()
+}
+
 impl Site {
-    /// The site, serving the certificate kept in the store if it is still valid.
-    fn restore(config: &TlsSite, shared: &Shared) -> Self {
-        let site = Self {
-            hosts: config.hosts.clone(),
-            id: config.id(),
+    fn new(hosts: Vec<String>, record: String) -> Self {
+        Self {
+            id: hosts.join(","),
+            hosts,
+            record,
             state: Mutex::default(),
-        };
-        match stored::load(shared.store.as_ref(), &site.id) {
+        }
+    }
+
+    /// The site, serving the certificate kept in the store under `record` if it is still valid.
+    fn restore(hosts: Vec<String>, record: String, shared: &Shared) -> Self {
+        let site = Self::new(hosts, record);
+        match stored::load(shared.store.as_ref(), &site.record) {
             Ok(Some(record)) => match record.usable() {
                 Ok(usable) if usable.not_after > SystemTime::now() => {
                     info!(site = %site.id, not_after = %rfc3339(usable.not_after), "certificate restored from the state store");
                     site.install(shared, usable, record.issued_at);
                 }
                 Ok(_) => {
-                    info!(site = %site.id, "the stored certificate has expired; a new one will be ordered")
+                    info!(site = %site.id, "the stored certificate has expired; a new one is needed")
                 }
                 Err(why) => {
-                    warn!(site = %site.id, %why, "the stored certificate cannot be used; a new one will be ordered")
+                    warn!(site = %site.id, %why, "the stored certificate cannot be used; a new one is needed")
                 }
             },
             Ok(None) => {}
@@ -195,7 +316,7 @@ impl Site {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SiteState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
     /// Renews when due, for ever.
@@ -206,14 +327,7 @@ impl Site {
             if !renew {
                 continue;
             }
-            // A CA that stops answering mid-order must not stall the site for good.
-            let attempt = tokio::time::timeout(ORDER_DEADLINE, self.obtain(shared));
-            let outcome = attempt.await.unwrap_or_else(|_| {
-                Err(format!(
-                    "the CA did not finish the order within {ORDER_DEADLINE:?}"
-                ))
-            });
-            match outcome {
+            match self.obtain_in_time(shared).await {
                 Ok(()) => {
                     if self.succeeded() {
                         let summary = format!("certificate for {} obtained", self.id);
@@ -299,6 +413,17 @@ impl Site {
         }
     }
 
+    /// [`Site::obtain`], within the order deadline: a CA that stops answering mid-order must
+    /// not stall the site for good.
+    async fn obtain_in_time(&self, shared: &Shared) -> Result<(), String> {
+        let attempt = tokio::time::timeout(ORDER_DEADLINE, self.obtain(shared));
+        attempt.await.unwrap_or_else(|_| {
+            Err(format!(
+                "the CA did not finish the order within {ORDER_DEADLINE:?}"
+            ))
+        })
+    }
+
     /// Orders a certificate, keeps it, exports it if asked and swaps it in.
     async fn obtain(&self, shared: &Shared) -> Result<(), String> {
         let account = shared.account().await?;
@@ -344,7 +469,7 @@ impl Site {
         let usable = record
             .usable()
             .map_err(|why| format!("the CA's certificate cannot be used: {why}"))?;
-        stored::save(shared.store.as_ref(), &self.id, &record)
+        stored::save(shared.store.as_ref(), &self.record, &record)
             .map_err(|err| format!("cannot keep the certificate: {err}"))?;
         if let Some(dir) = &shared.config.export_dir
             && let Err(err) = stored::export(dir, &self.hosts[0], &record)

@@ -54,30 +54,50 @@ impl StoredCertificate {
     }
 }
 
-fn site_key(site: &str) -> Vec<u8> {
-    format!("site/{site}").into_bytes()
+/// Where the certificate of the configured site `id` is kept.
+pub(crate) fn site_key(id: &str) -> String {
+    format!("site/{id}")
+}
+
+const ON_DEMAND: &str = "on-demand/";
+
+/// Where the certificate obtained on demand for `name` is kept.
+pub(crate) fn on_demand_key(name: &str) -> String {
+    format!("{ON_DEMAND}{name}")
+}
+
+/// The names certificates were obtained for on demand.
+pub(crate) fn on_demand_names(store: &dyn Store) -> Result<Vec<String>, StoreError> {
+    Ok(store
+        .scan_prefix(Tree::Certificates, ON_DEMAND.as_bytes())?
+        .into_iter()
+        .filter_map(|(key, _)| {
+            let key = String::from_utf8(key).ok()?;
+            Some(key.strip_prefix(ON_DEMAND)?.to_string())
+        })
+        .collect())
 }
 
 fn account_key(directory: &str) -> Vec<u8> {
     format!("account/{directory}").into_bytes()
 }
 
-/// The certificate kept for `site`, if any (a record that does not decode counts as none).
-pub(crate) fn load(store: &dyn Store, site: &str) -> Result<Option<StoredCertificate>, StoreError> {
+/// The certificate kept under `key`, if any (a record that does not decode counts as none).
+pub(crate) fn load(store: &dyn Store, key: &str) -> Result<Option<StoredCertificate>, StoreError> {
     Ok(store
-        .get(Tree::Certificates, &site_key(site))?
+        .get(Tree::Certificates, key.as_bytes())?
         .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
 }
 
-/// Keeps `certificate` for `site`, flushed at once: a certificate must never be obtained twice
+/// Keeps `certificate` under `key`, flushed at once: a certificate must never be obtained twice
 /// because a crash lost it (CAs limit how many they issue).
 pub(crate) fn save(
     store: &dyn Store,
-    site: &str,
+    key: &str,
     certificate: &StoredCertificate,
 ) -> Result<(), StoreError> {
     let bytes = serde_json::to_vec(certificate).expect("a certificate record serializes");
-    store.put(Tree::Certificates, &site_key(site), &bytes)?;
+    store.put(Tree::Certificates, key.as_bytes(), &bytes)?;
     store.flush()
 }
 

@@ -32,7 +32,9 @@ pub use alerts::{AlertRule, AlertSeverity, AlertsConfig, Measure};
 pub use load::{ConfigError, Loaded, load, load_from};
 pub use loadtest::LoadTestConfig;
 pub use pool::{ADMIN_DATABASE, AuthType, PoolConfig, PoolDatabase, PoolMode, PoolTls, PoolUser};
-pub use tls::{AcmeConfig, ChallengeKind, SiteTls, TlsConfig, TlsSite, UnknownNames};
+pub use tls::{
+    AcmeConfig, ChallengeKind, OnDemandConfig, SiteTls, TlsConfig, TlsSite, UnknownNames,
+};
 pub use traces::{OtlpProtocol, TracesConfig};
 pub use trends::{TrendTier, TrendsConfig};
 pub use validate::Problem;

@@ -34,9 +34,12 @@ pub struct TlsConfig {
     /// Default `"default"`.
     #[serde(default)]
     pub unknown_names: UnknownNames,
-    /// The ACME certificate authority of the `tls = "auto"` sites.
+    /// The ACME certificate authority of the `tls = "auto"` sites and on-demand names.
     #[serde(default)]
     pub acme: AcmeConfig,
+    /// Certificates obtained at the first handshake naming a host no site lists, for names
+    /// that pass `allow` and the `ask` URL. Default: off.
+    pub on_demand: Option<OnDemandConfig>,
 }
 
 impl TlsConfig {
@@ -52,6 +55,43 @@ impl TlsConfig {
         self.sites
             .iter()
             .filter(|site| site.tls == Some(SiteTls::Auto))
+    }
+
+    /// Whether any certificate comes over ACME (a `tls = "auto"` site, or on demand).
+    pub fn uses_acme(&self) -> bool {
+        self.auto_sites().next().is_some() || self.on_demand.is_some()
+    }
+}
+
+/// `[edge.tls.on_demand]`: which names get a certificate at their first handshake, and how
+/// many new ones may be ordered. A name must pass `allow` (when given) and `ask` (when given);
+/// one of the two is required, or any name a client sends would cost an order.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnDemandConfig {
+    /// Names that may get one: `shop.example.com`, or `*.example.com` for any name under
+    /// `example.com`. Default: none (then `ask` decides alone).
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// An http(s) URL asked about each new name as `?domain=NAME`: a 2xx answer allows it,
+    /// anything else (or no answer within 5 s) refuses it. Default: none.
+    pub ask: Option<String>,
+    /// New certificates ordered at most this many times per `per`; names beyond it get the
+    /// default certificate until the window moves on. Default `10`.
+    #[serde(default = "OnDemandConfig::default_max_orders")]
+    pub max_orders: u32,
+    /// The window of `max_orders`. Default `"1h"`.
+    #[serde(with = "durations", default = "OnDemandConfig::default_per")]
+    pub per: Duration,
+}
+
+impl OnDemandConfig {
+    fn default_max_orders() -> u32 {
+        10
+    }
+
+    fn default_per() -> Duration {
+        Duration::from_secs(3600)
     }
 }
 

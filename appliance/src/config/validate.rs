@@ -9,8 +9,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::uri::Authority;
 
 use super::{
-    Balance, BrowserCacheConfig, ChallengeKind, Config, CorsConfig, PluginConfig, RouteConfig,
-    SecurityHeadersConfig, SiteTls, TlsConfig, UpstreamConfig,
+    Balance, BrowserCacheConfig, ChallengeKind, Config, CorsConfig, OnDemandConfig, PluginConfig,
+    RouteConfig, SecurityHeadersConfig, SiteTls, TlsConfig, UpstreamConfig,
 };
 use crate::policy::{self, PluginKind};
 
@@ -733,10 +733,12 @@ fn check_tls_certificates(tls: &TlsConfig, plain_listener: bool, problems: &mut 
         (None, Some(_)) => {
             problems.push(Problem::new("edge.tls.cert", "is needed with edge.tls.key"))
         }
-        (None, None) if tls.sites.is_empty() => problems.push(Problem::new(
-            "edge.tls.cert",
-            "needs a certificate: give cert and key, or sites (tls = \"auto\" for ACME)",
-        )),
+        (None, None) if tls.sites.is_empty() && tls.on_demand.is_none() => {
+            problems.push(Problem::new(
+                "edge.tls.cert",
+                "needs a certificate: give cert and key, sites (tls = \"auto\" for ACME) or on_demand",
+            ))
+        }
         _ => {}
     }
     let mut seen = HashSet::new();
@@ -773,7 +775,10 @@ fn check_tls_certificates(tls: &TlsConfig, plain_listener: bool, problems: &mut 
             )),
         }
     }
-    if tls.auto_sites().next().is_none() {
+    if let Some(on_demand) = &tls.on_demand {
+        check_on_demand(on_demand, problems);
+    }
+    if !tls.uses_acme() {
         return;
     }
     let acme = &tls.acme;
@@ -799,6 +804,40 @@ fn check_tls_certificates(tls: &TlsConfig, plain_listener: bool, problems: &mut 
         ));
     }
     check_positive("edge.tls.acme.retry_after", acme.retry_after, problems);
+}
+
+/// `edge.tls.on_demand`: something must decide which names get a certificate.
+fn check_on_demand(on_demand: &OnDemandConfig, problems: &mut Vec<Problem>) {
+    const KEY: &str = "edge.tls.on_demand";
+    if on_demand.allow.is_empty() && on_demand.ask.is_none() {
+        problems.push(Problem::new(
+            &format!("{KEY}.allow"),
+            "needs names (or an ask URL): otherwise any name a client sends would cost an order",
+        ));
+    }
+    for (index, name) in on_demand.allow.iter().enumerate() {
+        if let Err(why) = check_host_pattern(name) {
+            problems.push(Problem::new(&format!("{KEY}.allow.{index}"), why));
+        }
+    }
+    let web_url = |url: &str| {
+        reqwest::Url::parse(url).is_ok_and(|url| matches!(url.scheme(), "http" | "https"))
+    };
+    if let Some(ask) = &on_demand.ask
+        && !web_url(ask)
+    {
+        problems.push(Problem::new(
+            &format!("{KEY}.ask"),
+            format!("{ask:?} is not an http:// or https:// URL"),
+        ));
+    }
+    if on_demand.max_orders == 0 {
+        problems.push(Problem::new(
+            &format!("{KEY}.max_orders"),
+            "must be at least 1 (leave out on_demand to turn it off)",
+        ));
+    }
+    check_positive(&format!("{KEY}.per"), on_demand.per, problems);
 }
 
 fn check_positive(key: &str, value: Duration, problems: &mut Vec<Problem>) {

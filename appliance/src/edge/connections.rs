@@ -87,9 +87,25 @@ impl Drop for ConnectionSlot {
     }
 }
 
+type Tls = actix_tls::accept::rustls_0_23::TlsStream<tokio::net::TcpStream>;
+
+/// In a TLS connection's extensions: its requests came over TLS.
+pub(crate) struct OverTls;
+
+/// [`OverTls`] for an accepted TLS connection.
+pub(crate) fn mark_tls(connection: &dyn Any, extensions: &mut actix_web::dev::Extensions) {
+    if connection.is::<Tls>() {
+        extensions.insert(OverTls);
+    }
+}
+
+/// Whether the request came over TLS.
+pub(crate) fn over_tls(req: &actix_web::HttpRequest) -> bool {
+    req.conn_data::<OverTls>().is_some()
+}
+
 /// The peer address of an accepted connection, plain or TLS.
 pub(crate) fn peer_ip(connection: &dyn Any) -> Option<IpAddr> {
-    type Tls = actix_tls::accept::rustls_0_23::TlsStream<tokio::net::TcpStream>;
     let tcp = match connection.downcast_ref::<tokio::net::TcpStream>() {
         Some(tcp) => tcp,
         None => connection.downcast_ref::<Tls>()?.get_ref().0,

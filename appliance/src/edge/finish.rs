@@ -262,7 +262,7 @@ impl Tally {
 /// The server span's attributes known at the start (HTTP semantic conventions).
 fn request_attributes(req: &ServiceRequest) -> Vec<KeyValue> {
     // From the connection and Host, not X-Forwarded-*: a client could write those.
-    let scheme = if req.app_config().secure() {
+    let scheme = if super::connections::over_tls(req.request()) {
         "https"
     } else {
         "http"

@@ -34,6 +34,7 @@ pub(crate) mod redirect;
 pub mod request_id;
 pub mod router;
 pub mod security_headers;
+pub(crate) mod server;
 mod spans;
 pub mod tls;
 pub mod validate;
@@ -242,6 +243,7 @@ impl EdgeState {
         let ip = connections::peer_ip(connection);
         let exempt = ip.is_some_and(|ip| runtime.trusted_proxies.contains(ip));
         extensions.insert(self.connections.open(ip, runtime.caps, exempt));
+        connections::mark_tls(connection, extensions);
     }
 
     /// Open client connections.
@@ -531,7 +533,7 @@ fn complete(
     }
     route
         .security_headers
-        .apply(&mut response, req.app_config().secure());
+        .apply(&mut response, connections::over_tls(req));
     if let Some(cors) = &route.cors {
         cors.apply(req, &mut response);
     }

@@ -153,22 +153,30 @@ fn file_pairs(config: &TlsConfig) -> Vec<FilePair> {
 struct Table {
     /// For names no site claims, and clients that send none.
     default: Option<Arc<CertifiedKey>>,
-    /// By lower-case name; `*.example.com` for a wildcard.
-    names: HashMap<String, Arc<CertifiedKey>>,
+    /// From files, by lower-case name; `*.example.com` for a wildcard.
+    files: HashMap<String, Arc<CertifiedKey>>,
+    /// Obtained over ACME (sites and on-demand names), by lower-case name.
+    obtained: HashMap<String, Arc<CertifiedKey>>,
     unknown: UnknownNames,
 }
 
 impl Table {
+    /// The certificate made for `name`, if any (the default is not).
+    fn own(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
+        let name = name.to_ascii_lowercase();
+        let wildcard = || {
+            let (_, parent) = name.split_once('.')?;
+            self.files.get(&format!("*.{parent}"))
+        };
+        self.files
+            .get(&name)
+            .or_else(|| self.obtained.get(&name))
+            .or_else(wildcard)
+    }
+
     fn lookup(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        if let Some(name) = name {
-            let name = name.to_ascii_lowercase();
-            let wildcard = || {
-                let (_, parent) = name.split_once('.')?;
-                self.names.get(&format!("*.{parent}"))
-            };
-            if let Some(found) = self.names.get(&name).or_else(wildcard) {
-                return Some(Arc::clone(found));
-            }
+        if let Some(found) = name.and_then(|name| self.own(name)) {
+            return Some(Arc::clone(found));
         }
         match self.unknown {
             UnknownNames::Default => self.default.clone(),
@@ -176,12 +184,12 @@ impl Table {
         }
     }
 
-    fn set(&mut self, hosts: &[String], certified: &Arc<CertifiedKey>) {
+    fn set_files(&mut self, hosts: &[String], certified: &Arc<CertifiedKey>) {
         if hosts.is_empty() {
             self.default = Some(Arc::clone(certified));
         }
         for host in hosts {
-            self.names
+            self.files
                 .insert(host.to_ascii_lowercase(), Arc::clone(certified));
         }
     }
@@ -216,7 +224,7 @@ impl CertResolver {
             private_key: key.to_owned(),
         };
         let resolver = Self::empty();
-        resolver.install(&[], &Arc::new(pair.load()?));
+        resolver.set_files(&[], &Arc::new(pair.load()?));
         *resolver.files.lock().unwrap_or_else(|p| p.into_inner()) =
             vec![(pair.clone(), pair.stamp())];
         Ok(resolver)
@@ -232,7 +240,7 @@ impl CertResolver {
 
     /// Takes (possibly new) files and settings and loads them now. On error nothing changes:
     /// the old certificates keep serving and the old files stay watched. Certificates
-    /// installed by ACME stay for the names that are still configured.
+    /// obtained over ACME stay (the ACME names change only with a restart).
     pub fn reload_from(&self, config: &TlsConfig) -> Result<(), TlsError> {
         let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
         let mut next = Vec::new();
@@ -242,19 +250,13 @@ impl CertResolver {
         };
         for pair in file_pairs(config) {
             let stamp = pair.stamp();
-            table.set(&pair.hosts, &Arc::new(pair.load()?));
+            table.set_files(&pair.hosts, &Arc::new(pair.load()?));
             next.push((pair, stamp));
         }
-        let current = self.table.load();
-        for site in config.auto_sites() {
-            for host in &site.hosts {
-                let host = host.to_ascii_lowercase();
-                if let Some(installed) = current.names.get(&host) {
-                    table.names.insert(host, Arc::clone(installed));
-                }
-            }
-        }
-        self.table.store(Arc::new(table));
+        self.table.rcu(|current| Table {
+            obtained: current.obtained.clone(),
+            ..table.clone()
+        });
         for (pair, _) in &next {
             info!(cert = %pair.cert.display(), hosts = ?pair.hosts, "certificate loaded");
         }
@@ -273,7 +275,7 @@ impl CertResolver {
             }
             match pair.load() {
                 Ok(certified) => {
-                    self.install(&pair.hosts, &Arc::new(certified));
+                    self.set_files(&pair.hosts, &Arc::new(certified));
                     *stamp = now;
                     info!(cert = %pair.cert.display(), "certificate reloaded");
                 }
@@ -283,13 +285,30 @@ impl CertResolver {
         }
     }
 
-    /// Serves `certified` for `hosts` (for no host: as the default) from the next handshake on.
+    fn set_files(&self, hosts: &[String], certified: &Arc<CertifiedKey>) {
+        self.table.rcu(|table| {
+            let mut table = Table::clone(table);
+            table.set_files(hosts, certified);
+            table
+        });
+    }
+
+    /// Serves `certified`, obtained over ACME, for `hosts` from the next handshake on.
     pub fn install(&self, hosts: &[String], certified: &Arc<CertifiedKey>) {
         self.table.rcu(|table| {
             let mut table = Table::clone(table);
-            table.set(hosts, certified);
+            for host in hosts {
+                table
+                    .obtained
+                    .insert(host.to_ascii_lowercase(), Arc::clone(certified));
+            }
             table
         });
+    }
+
+    /// Whether a handshake naming `name` gets a certificate made for it (not the default).
+    pub fn covers(&self, name: &str) -> bool {
+        self.table.load().own(name).is_some()
     }
 
     /// The answers to ACME challenges this resolver serves.
@@ -306,8 +325,9 @@ impl CertResolver {
     pub fn served(&self) -> usize {
         let table = self.table.load();
         let mut distinct: Vec<*const CertifiedKey> = table
-            .names
+            .files
             .values()
+            .chain(table.obtained.values())
             .chain(table.default.iter())
             .map(Arc::as_ptr)
             .collect();

@@ -79,7 +79,7 @@ pub(crate) async fn forward(
     strip_hop_by_hop(&mut headers, upgrade);
     let forwarding = Forwarding {
         client_ip,
-        proto: if req.app_config().secure() {
+        proto: if super::connections::over_tls(req) {
             "https"
         } else {
             "http"
