@@ -2,7 +2,8 @@
 //! TLS-ALPN-01, HTTPS that validates against pebble's root, a restart that places no new order,
 //! renewal of short-lived certificates under concurrent handshakes, and a challenge that cannot
 //! be answered (error in `/healthz` and an alert, the old certificate still served, a later
-//! retry that succeeds), and certificates on demand (at the first handshake, for listed names
+//! retry that succeeds), a certificate about to expire (in `/healthz` and on the web UI's
+//! overview), and certificates on demand (at the first handshake, for listed names
 //! the ask URL allows, within the order budget).
 
 use std::net::SocketAddr;
@@ -17,8 +18,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 
+use crate::support::browser::Browser;
 use crate::support::pebble::Pebble;
-use crate::support::{Gatehouse, Upstream, eventually, free_port, get_json};
+use crate::support::{Gatehouse, TestCa, Upstream, eventually, free_port, get_json};
 
 const HOST: &str = "site.gatehouse.test";
 
@@ -57,10 +59,17 @@ async fn certified(gatehouse: &Gatehouse) -> Value {
 
 /// A TLS client that trusts only pebble's issuing root.
 fn trusting(pebble: &Pebble) -> TlsConnector {
+    trusting_roots(&[&pebble.issuing_root])
+}
+
+/// A TLS client that trusts only the PEM `roots`.
+fn trusting_roots(pems: &[&str]) -> TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(pebble.issuing_root.as_bytes()).unwrap())
-        .unwrap();
+    for pem in pems {
+        roots
+            .add(CertificateDer::from_pem_slice(pem.as_bytes()).unwrap())
+            .unwrap();
+    }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -343,7 +352,43 @@ async fn a_failed_renewal_keeps_the_old_certificate_alerts_and_a_retry_succeeds(
     );
 }
 
-/// A gatehouse with no certificate but those obtained on demand for names under
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_about_to_expire_shows_in_healthz_and_on_the_overview() {
+    let upstream = Upstream::start("app").await;
+    let (plain, tls, validation) = (free_port(), free_port(), free_port());
+    // Thirty-six-second certificates: renewal is due 24 s in; with renewals failing, the
+    // certificate is expiring (a sixth of its lifetime left) from 30 s to 36 s.
+    let pebble = Pebble::start(validation, tls, Some(36)).await;
+    let mut forwarder =
+        Forwarder::start(validation, format!("127.0.0.1:{plain}").parse().unwrap()).await;
+    let gatehouse = Gatehouse::start(&auto_site(&pebble, &["http-01"], plain, tls, &upstream));
+    certified(&gatehouse).await;
+    forwarder.pause().await;
+    let browser = Browser::logged_in(&gatehouse, 1280).await;
+    eventually(
+        Duration::from_secs(45),
+        "the certificate expiring in /healthz",
+        || async { site(&gatehouse).await["certificate"] == "expiring" },
+    )
+    .await;
+    let report = get_json(gatehouse.admin_url("/healthz")).await;
+    let check = &report["checks"]["tls"];
+    assert_eq!(check["status"], "degraded");
+    let error = check["error"].as_str().unwrap();
+    assert!(error.contains("certificate expires in"), "{error}");
+    let status = browser
+        .text_containing("[data-testid=\"status\"]", "expiring")
+        .await;
+    assert!(
+        status.contains(HOST) && status.contains("certificate expires in"),
+        "{status}"
+    );
+    browser.screenshot("certificate-expiring").await;
+    browser.close().await;
+}
+
+/// A gatehouse with no default certificate, a file certificate for [`MANUAL`] (issued by
+/// `ca` into `dir`), and certificates obtained on demand for other names under
 /// `shop.gatehouse.test`, asking `ask` too when given, at most `max_orders` an hour.
 fn on_demand_site(
     pebble: &Pebble,
@@ -351,17 +396,25 @@ fn on_demand_site(
     ask: Option<String>,
     max_orders: u32,
     upstream: &Upstream,
+    manual: &(std::path::PathBuf, std::path::PathBuf, Vec<u8>),
 ) -> String {
     let ask = ask.map_or(String::new(), |url| format!("ask = \"{url}\"\n"));
+    let (cert, key, _) = manual;
     format!(
         "[edge]\nlisten = [\"127.0.0.1:{}\"]\n\n[edge.tls]\nlisten = [\"127.0.0.1:{tls}\"]\n\n\
+         [[edge.tls.sites]]\nhosts = [\"{MANUAL}\"]\ncert = \"{}\"\nkey = \"{}\"\n\n\
          [edge.tls.on_demand]\nallow = [\"*.shop.gatehouse.test\"]\n{ask}max_orders = {max_orders}\n\n\
          [edge.tls.acme]\n{}retry_after = \"1s\"\n\n[upstreams.app]\nservers = [\"{}\"]\n",
         free_port(),
+        cert.display(),
+        key.display(),
         pebble.acme_config(&["tls-alpn-01"]),
         upstream.addr,
     )
 }
+
+/// A name under the on-demand domain that has a certificate from files.
+const MANUAL: &str = "manual.shop.gatehouse.test";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_demand_names_get_a_certificate_at_their_first_handshake() {
@@ -370,9 +423,17 @@ async fn on_demand_names_get_a_certificate_at_their_first_handshake() {
     let tls = free_port();
     let pebble = Pebble::start(free_port(), tls, None).await;
     let allow_all = format!("http://{}/status/200", ask.addr);
-    let config = on_demand_site(&pebble, tls, Some(allow_all), 2, &upstream);
+    let (ca, dir) = (TestCa::new(), tempfile::tempdir().unwrap());
+    let manual = ca.issue_for(dir.path(), "manual", &[MANUAL]);
+    let config = on_demand_site(&pebble, tls, Some(allow_all), 2, &upstream, &manual);
     let mut gatehouse = Gatehouse::start(&config);
-    let (connector, addr) = (trusting(&pebble), gatehouse.tls_addr());
+    let connector = trusting_roots(&[&pebble.issuing_root, &ca.pem]);
+    let addr = gatehouse.tls_addr();
+
+    // A name with a certificate from files keeps it: nothing is asked or ordered for it.
+    let served = leaf_for(&connector, addr, MANUAL).await.unwrap();
+    assert_eq!(served, manual.2);
+    assert_eq!((orders(&pebble), ask.hits()), (0, 0));
 
     // The first handshake waits for its certificate and validates against pebble's root.
     let started = Instant::now();
@@ -447,13 +508,10 @@ async fn a_name_the_ask_url_refuses_gets_no_certificate_and_is_not_asked_again_a
     let tls = free_port();
     let pebble = Pebble::start(free_port(), tls, None).await;
     let refuse_all = format!("http://{}/status/403", ask.addr);
-    let gatehouse = Gatehouse::start(&on_demand_site(
-        &pebble,
-        tls,
-        Some(refuse_all),
-        10,
-        &upstream,
-    ));
+    let (ca, dir) = (TestCa::new(), tempfile::tempdir().unwrap());
+    let manual = ca.issue_for(dir.path(), "manual", &[MANUAL]);
+    let config = on_demand_site(&pebble, tls, Some(refuse_all), 10, &upstream, &manual);
+    let gatehouse = Gatehouse::start(&config);
     let (connector, addr) = (trusting(&pebble), gatehouse.tls_addr());
     for _ in 0..3 {
         assert!(

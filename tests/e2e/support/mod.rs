@@ -315,8 +315,16 @@ impl TestCa {
     /// A leaf certificate for `localhost` and `127.0.0.1`, written as `NAME.crt` and `NAME.key`
     /// in `dir`; returns the two paths and the certificate's DER.
     pub fn issue(&self, dir: &Path, name: &str) -> (PathBuf, PathBuf, Vec<u8>) {
-        let params =
-            rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        self.issue_for(dir, name, &["localhost", "127.0.0.1"])
+    }
+
+    /// [`TestCa::issue`] for the names `hosts`.
+    pub fn issue_for(&self, dir: &Path, name: &str, hosts: &[&str]) -> (PathBuf, PathBuf, Vec<u8>) {
+        let hosts = hosts
+            .iter()
+            .map(|host| host.to_string())
+            .collect::<Vec<_>>();
+        let params = rcgen::CertificateParams::new(hosts).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let (cert_path, key_path) = (
