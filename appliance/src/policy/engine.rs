@@ -113,7 +113,7 @@ pub struct PolicyEngine {
     compatibility: u64,
     /// Fuel per call when metering (`gatehouse policy test`): counts instructions.
     fuel_budget: Option<u64>,
-    _ticker: Ticker,
+    ticker: Ticker,
 }
 
 /// Fuel a metered call may use: far more than any policy needs, so the deadline still decides.
@@ -161,7 +161,7 @@ impl PolicyEngine {
             store,
             compatibility,
             fuel_budget: metered.then_some(FUEL_BUDGET),
-            _ticker: ticker,
+            ticker,
         })
     }
 
@@ -213,7 +213,10 @@ impl PolicyEngine {
             spec.kind,
             sha256,
             prepared,
-            self.engine.clone(),
+            Epoch {
+                engine: self.engine.clone(),
+                clock: Arc::clone(&self.ticker.clock),
+            },
             deadline_ticks,
             self.fuel_budget,
         ));
@@ -332,43 +335,176 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Advances the engine's epoch every [`TICK`] until dropped.
+/// Ticks without a call after which the ticker sleeps (one second): an idle gatehouse does not
+/// wake 500 times a second.
+const IDLE_TICKS: u32 = 500;
+
+/// The epoch's pace, as calls see it: each call marks its start and end, so the ticker runs
+/// while any call may need its deadline, and sleeps when none has come for a while.
+#[derive(Default)]
+pub(crate) struct Clock {
+    started: AtomicU64,
+    finished: AtomicU64,
+    /// The ticker is parked (or about to be): the next call wakes it.
+    asleep: AtomicBool,
+    stop: AtomicBool,
+    ticker: std::sync::OnceLock<std::thread::Thread>,
+}
+
+/// A call in progress on the [`Clock`]; it ends when dropped.
+pub(crate) struct Ticking<'a>(&'a Clock);
+
+impl Clock {
+    /// Marks a call's start; the epoch advances at least until the returned guard is dropped.
+    pub(crate) fn start_call(&self) -> Ticking<'_> {
+        // Sequentially consistent with the ticker's `asleep` then `started`: either it sees
+        // this call, or this call sees it asleep and wakes it.
+        self.started.fetch_add(1, Ordering::SeqCst);
+        if self.asleep.load(Ordering::SeqCst)
+            && let Some(ticker) = self.ticker.get()
+        {
+            ticker.unpark();
+        }
+        Ticking(self)
+    }
+
+    fn calls(&self) -> (u64, u64) {
+        (
+            self.started.load(Ordering::SeqCst),
+            self.finished.load(Ordering::SeqCst),
+        )
+    }
+}
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.0.finished.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Advances the engine's epoch every [`TICK`] while calls come, until dropped.
 struct Ticker {
-    stop: Arc<AtomicBool>,
+    clock: Arc<Clock>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Ticker {
     fn start(engine: Engine) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
+        let clock = Arc::new(Clock::default());
+        let shared = Arc::clone(&clock);
         let thread = std::thread::Builder::new()
             .name("policy-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
-                    engine.increment_epoch();
-                }
-            })
+            .spawn(move || tick(&engine, &shared))
             .expect("spawn the policy epoch thread");
+        let _ = clock.ticker.set(thread.thread().clone());
         Self {
-            stop,
+            clock,
             thread: Some(thread),
         }
     }
 }
 
+fn tick(engine: &Engine, clock: &Clock) {
+    let (mut seen, mut idle) = (clock.calls(), 0);
+    while !clock.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(TICK);
+        engine.increment_epoch();
+        let now = clock.calls();
+        // Busy: calls started since the last look, or one is still running.
+        if now != seen || now.0 != now.1 {
+            (seen, idle) = (now, 0);
+            continue;
+        }
+        idle += 1;
+        if idle < IDLE_TICKS {
+            continue;
+        }
+        clock.asleep.store(true, Ordering::SeqCst);
+        // A call that started before `asleep` was set did not wake us: look once more.
+        if clock.calls() == seen && !clock.stop.load(Ordering::SeqCst) {
+            std::thread::park();
+        }
+        clock.asleep.store(false, Ordering::SeqCst);
+        idle = 0;
+    }
+}
+
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.clock.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }
+}
+
+/// The engine a plugin version runs on, and the clock its calls' deadlines count on.
+pub(crate) struct Epoch {
+    pub(crate) engine: Engine,
+    pub(crate) clock: Arc<Clock>,
 }
 
 /// A process-wide counter for plugin version ids (the key of each thread's warm instances).
 pub(crate) fn next_version_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::policy::{PluginKind, Request};
+
+    /// Whether the ticker reads `asleep` within ten seconds.
+    fn becomes(clock: &Clock, asleep: bool) -> bool {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < until {
+            if clock.asleep.load(Ordering::SeqCst) == asleep {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    #[test]
+    fn an_idle_ticker_sleeps_and_a_looping_call_still_meets_its_deadline() {
+        let engine = PolicyEngine::new(None).unwrap();
+        let wasm = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/policies/misbehaving.wasm"
+        ))
+        .unwrap();
+        let spec = PluginSpec {
+            name: "looping".into(),
+            kind: PluginKind::RateLimit,
+            config: r#"{"mode":"loop"}"#.into(),
+            grants: BTreeSet::from([Grant::Config, Grant::Kv]),
+            limits: Limits {
+                deadline: Duration::from_millis(20),
+                memory_bytes: 16 << 20,
+                kv_bytes: 1 << 20,
+            },
+        };
+        let plugin = engine.load(spec, &wasm).unwrap();
+        let clock = &engine.ticker.clock;
+        assert!(
+            becomes(clock, true),
+            "no calls for a second: the ticker sleeps"
+        );
+        let request = Request {
+            method: "GET".into(),
+            path: "/boom".into(),
+            query: String::new(),
+            host: "shop.example".into(),
+            route: "api".into(),
+            client_ip: "203.0.113.7".into(),
+        };
+        // The call wakes the ticker, or its deadline would never come and this would hang.
+        assert!(plugin.decide(&request, None).is_err());
+        assert!(becomes(clock, true), "idle again: asleep again");
+    }
 }

@@ -14,11 +14,11 @@ use std::time::Instant;
 use actix_web::HttpRequest;
 use actix_web::http::header::HeaderMap;
 use arc_swap::ArcSwap;
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Store, Trap};
 
 use super::bindings::shared::types;
 use super::bindings::{cache_rules, rate_limit, recommendations};
-use super::engine::{PolicyEngine, next_version_id};
+use super::engine::{Epoch, PolicyEngine, next_version_id};
 use super::host::PluginState;
 use super::settings::Settings;
 
@@ -157,7 +157,7 @@ pub struct PluginVersion {
     /// sha256 of its wasm, hex.
     pub sha256: String,
     prepared: Prepared,
-    engine: Engine,
+    epoch: Epoch,
     deadline_ticks: u64,
     /// Whether calls are metered with fuel (`gatehouse policy test`), and the budget of one.
     fuel_budget: Option<u64>,
@@ -182,7 +182,7 @@ impl PluginVersion {
         kind: PluginKind,
         sha256: String,
         prepared: Prepared,
-        engine: Engine,
+        epoch: Epoch,
         deadline_ticks: u64,
         fuel_budget: Option<u64>,
     ) -> Self {
@@ -192,7 +192,7 @@ impl PluginVersion {
             kind,
             sha256,
             prepared,
-            engine,
+            epoch,
             deadline_ticks,
             fuel_budget,
             stats: PluginStats::default(),
@@ -264,6 +264,8 @@ impl PluginVersion {
         http: Option<&HttpRequest>,
         body: impl FnOnce(&mut Store<PluginState>, &Instance) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
+        // The epoch advances for as long as this call (and an instantiation) may need it.
+        let _ticking = self.epoch.clock.start_call();
         WARM.with_borrow_mut(|warm| {
             if !warm.contains_key(&self.id) {
                 // Versions replaced by a reload leave their instances here: drop them now.
@@ -297,7 +299,7 @@ impl PluginVersion {
     }
 
     fn instantiate(self: &Arc<Self>) -> Result<Warm, CallError> {
-        let mut store = PolicyEngine::store(&self.engine, &self.settings);
+        let mut store = PolicyEngine::store(&self.epoch.engine, &self.settings);
         // Instantiation runs the component's start-up code: under the same limits as a call.
         store.set_epoch_deadline(self.deadline_ticks);
         if let Some(budget) = self.fuel_budget {
