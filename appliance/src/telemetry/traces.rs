@@ -10,8 +10,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -197,24 +197,44 @@ enum Message {
     Flush(SyncSender<()>),
 }
 
-/// Queues finished spans for the export thread; never blocks.
+/// Queues finished spans for the export thread; never blocks, and wakes the thread once per
+/// [`BATCH`] spans rather than once per span (a wake-up is a syscall on the request path).
 #[derive(Debug)]
 struct QueueProcessor {
     queue: SyncSender<Message>,
     counters: Arc<ExportCounters>,
+    /// Spans queued since the last export.
+    pending: Arc<AtomicUsize>,
+    exporter: Option<std::thread::Thread>,
 }
 
 impl QueueProcessor {
     fn start(config: TracesConfig, resource: Resource, counters: Arc<ExportCounters>) -> Self {
         let (queue, spans) = sync_channel(config.queue_size);
-        let thread_counters = Arc::clone(&counters);
+        let (thread_counters, pending) = (Arc::clone(&counters), Arc::new(AtomicUsize::new(0)));
+        let exported = Arc::clone(&pending);
         let spawned = std::thread::Builder::new()
             .name("gatehouse-traces".into())
-            .spawn(move || export_loop(&config, &resource, &spans, &thread_counters));
-        if let Err(err) = spawned {
-            warn!(error = %err, "cannot start the trace exporter; spans will be dropped");
+            .spawn(move || export_loop(&config, &resource, &spans, &thread_counters, &exported));
+        let exporter = match spawned {
+            Ok(thread) => Some(thread.thread().clone()),
+            Err(err) => {
+                warn!(error = %err, "cannot start the trace exporter; spans will be dropped");
+                None
+            }
+        };
+        Self {
+            queue,
+            counters,
+            pending,
+            exporter,
         }
-        Self { queue, counters }
+    }
+
+    fn wake(&self) {
+        if let Some(exporter) = &self.exporter {
+            exporter.unpark();
+        }
     }
 }
 
@@ -223,7 +243,11 @@ impl SpanProcessor for QueueProcessor {
 
     fn on_end(&self, span: SpanData) {
         match self.queue.try_send(Message::Span(Box::new(span))) {
-            Ok(()) => {}
+            Ok(()) => {
+                if self.pending.fetch_add(1, Ordering::Relaxed) + 1 == BATCH {
+                    self.wake();
+                }
+            }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -234,6 +258,7 @@ impl SpanProcessor for QueueProcessor {
         let (done, flushed) = sync_channel(1);
         // A full queue is flushed by the thread as it drains; no need to wait for room.
         if self.queue.try_send(Message::Flush(done)).is_ok() {
+            self.wake();
             let _ = flushed.recv_timeout(Duration::from_secs(10));
         }
         Ok(())
@@ -245,12 +270,15 @@ impl SpanProcessor for QueueProcessor {
 }
 
 /// The export thread: a runtime of its own (the exporters are async), batches of up to
-/// [`BATCH`] spans, sent at most [`BATCH_DELAY`] after the first of them finished.
+/// [`BATCH`] spans, sent about [`BATCH_DELAY`] after the first of them was taken. It sleeps
+/// between looks at the queue (woken early by a full batch or a flush), so queueing a span
+/// never wakes it.
 fn export_loop(
     config: &TracesConfig,
     resource: &Resource,
     spans: &Receiver<Message>,
     counters: &ExportCounters,
+    pending: &AtomicUsize,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -277,26 +305,26 @@ fn export_loop(
     let mut flushes: Vec<SyncSender<()>> = Vec::new();
     let mut last_warning: Option<Instant> = None;
     loop {
-        let message = match oldest {
-            None => spans.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(at) => spans.recv_timeout(BATCH_DELAY.saturating_sub(at.elapsed())),
-        };
-        let closed = match message {
-            Ok(Message::Span(span)) => {
-                oldest.get_or_insert_with(Instant::now);
-                batch.push(*span);
-                false
+        let mut closed = false;
+        while batch.len() < BATCH {
+            match spans.try_recv() {
+                Ok(Message::Span(span)) => {
+                    oldest.get_or_insert_with(Instant::now);
+                    batch.push(*span);
+                }
+                Ok(Message::Flush(done)) => flushes.push(done),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
+                }
             }
-            Ok(Message::Flush(done)) => {
-                flushes.push(done);
-                false
-            }
-            Err(RecvTimeoutError::Timeout) => false,
-            Err(RecvTimeoutError::Disconnected) => true,
-        };
+        }
         let waited = oldest.is_some_and(|at| at.elapsed() >= BATCH_DELAY);
-        if !batch.is_empty() && (batch.len() >= BATCH || waited || !flushes.is_empty() || closed) {
+        let full = batch.len() >= BATCH;
+        if !batch.is_empty() && (full || waited || !flushes.is_empty() || closed) {
             oldest = None;
+            pending.fetch_sub(batch.len(), Ordering::Relaxed);
             let sent = batch.len() as u64;
             let export = exporter.export(std::mem::take(&mut batch));
             let outcome = runtime
@@ -327,6 +355,10 @@ fn export_loop(
         if closed {
             let _ = exporter.shutdown();
             return;
+        }
+        if !full {
+            let due = oldest.map_or(BATCH_DELAY, |at| BATCH_DELAY.saturating_sub(at.elapsed()));
+            std::thread::park_timeout(due);
         }
     }
 }
