@@ -287,16 +287,40 @@ impl Forwarder {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_failed_renewal_keeps_the_old_certificate_alerts_and_a_retry_succeeds() {
+/// An HTTP-01 site with certificates of `validity` seconds, certified, whose validations
+/// reach it through a [`Forwarder`] the test can pause.
+struct ForwardedSite {
+    _upstream: Upstream,
+    pebble: Pebble,
+    forwarder: Forwarder,
+    gatehouse: Gatehouse,
+}
+
+async fn forwarded_site(validity: u64) -> ForwardedSite {
     let upstream = Upstream::start("app").await;
     let (plain, tls, validation) = (free_port(), free_port(), free_port());
-    // Fifteen-second certificates: renewal is due ten seconds in.
-    let pebble = Pebble::start(validation, tls, Some(15)).await;
-    let mut forwarder =
+    let pebble = Pebble::start(validation, tls, Some(validity)).await;
+    let forwarder =
         Forwarder::start(validation, format!("127.0.0.1:{plain}").parse().unwrap()).await;
     let gatehouse = Gatehouse::start(&auto_site(&pebble, &["http-01"], plain, tls, &upstream));
     certified(&gatehouse).await;
+    ForwardedSite {
+        _upstream: upstream,
+        pebble,
+        forwarder,
+        gatehouse,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_renewal_keeps_the_old_certificate_alerts_and_a_retry_succeeds() {
+    // Fifteen-second certificates: renewal is due ten seconds in.
+    let ForwardedSite {
+        _upstream,
+        pebble,
+        mut forwarder,
+        gatehouse,
+    } = forwarded_site(15).await;
     let connector = trusting(&pebble);
     let addr = gatehouse.tls_addr();
     let leaf = served_leaf(&connector, addr).await.unwrap();
@@ -354,15 +378,14 @@ async fn a_failed_renewal_keeps_the_old_certificate_alerts_and_a_retry_succeeds(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_certificate_about_to_expire_shows_in_healthz_and_on_the_overview() {
-    let upstream = Upstream::start("app").await;
-    let (plain, tls, validation) = (free_port(), free_port(), free_port());
     // Thirty-six-second certificates: renewal is due 24 s in; with renewals failing, the
     // certificate is expiring (a sixth of its lifetime left) from 30 s to 36 s.
-    let pebble = Pebble::start(validation, tls, Some(36)).await;
-    let mut forwarder =
-        Forwarder::start(validation, format!("127.0.0.1:{plain}").parse().unwrap()).await;
-    let gatehouse = Gatehouse::start(&auto_site(&pebble, &["http-01"], plain, tls, &upstream));
-    certified(&gatehouse).await;
+    let ForwardedSite {
+        _upstream,
+        pebble: _pebble,
+        mut forwarder,
+        gatehouse,
+    } = forwarded_site(36).await;
     forwarder.pause().await;
     let browser = Browser::logged_in(&gatehouse, 1280).await;
     eventually(

@@ -186,30 +186,14 @@ impl Acme {
         );
         actix_rt::spawn(async move {
             while let Some(order) = orders.recv().await {
-                let (sites, shared, on_demand, alerts) = (
+                let fill = fill(
+                    order,
                     Arc::clone(&sites),
                     Arc::clone(&shared),
                     Arc::clone(&on_demand),
                     Arc::clone(&alerts),
                 );
-                actix_rt::spawn(async move {
-                    let site = Arc::new(Site::new(
-                        vec![order.name.clone()],
-                        stored::on_demand_key(&order.name),
-                    ));
-                    let obtained = site.obtain_in_time(&shared).await;
-                    match &obtained {
-                        Ok(()) => {
-                            lock(&sites).push(Arc::clone(&site));
-                            keep(&site, &shared, &alerts);
-                        }
-                        Err(why) => {
-                            warn!(name = %order.name, "cannot obtain a certificate on demand: {why}")
-                        }
-                    }
-                    on_demand.finished(&order.name, obtained.is_ok());
-                    let _ = order.done.send(true);
-                });
+                actix_rt::spawn(fill);
             }
         });
     }
@@ -248,6 +232,28 @@ impl Acme {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Obtains the certificate of an on-demand order; once it is in use, keeps it like a site's.
+async fn fill(
+    order: Order,
+    sites: Arc<Mutex<Vec<Arc<Site>>>>,
+    shared: Arc<Shared>,
+    on_demand: Arc<OnDemand>,
+    alerts: Arc<Alerts>,
+) {
+    let record = stored::on_demand_key(&order.name);
+    let site = Arc::new(Site::new(vec![order.name.clone()], record));
+    let obtained = site.obtain_in_time(&shared).await;
+    match &obtained {
+        Ok(()) => {
+            lock(&sites).push(Arc::clone(&site));
+            keep(&site, &shared, &alerts);
+        }
+        Err(why) => warn!(name = %order.name, "cannot obtain a certificate on demand: {why}"),
+    }
+    on_demand.finished(&order.name, obtained.is_ok());
+    let _ = order.done.send(true);
 }
 
 /// Keeps `site`'s certificate renewed, for ever.

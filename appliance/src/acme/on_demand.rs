@@ -7,12 +7,13 @@
 //! same name wait for the same order.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use super::lock;
 use crate::config::OnDemandConfig;
 use crate::edge::router::HostPattern;
 
@@ -70,10 +71,6 @@ impl Budget {
         }
         room
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl OnDemand {
