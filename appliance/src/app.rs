@@ -30,6 +30,7 @@ use crate::pool::Pooler;
 use crate::store::{self, SledStore, Store, Tree};
 use crate::systemd;
 use crate::telemetry;
+use crate::telemetry::collector_tls::CollectorTls;
 use crate::upstream::spawn_checks;
 
 /// Why gatehouse cannot start.
@@ -223,6 +224,10 @@ fn provision(loaded: &Loaded) -> Result<Provisioned, ConfigError> {
         .collect();
     if !missing_roots.is_empty() {
         return Err(loaded.error(&missing_roots));
+    }
+    if loaded.config.traces.enabled {
+        CollectorTls::load(&loaded.config.traces)
+            .map_err(|err| loaded.error(&[Problem::new(err.key, err.to_string())]))?;
     }
     let tls = match &loaded.config.edge.tls {
         None => None,

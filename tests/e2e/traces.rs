@@ -1,14 +1,14 @@
 //! Traces over OTLP to real receivers (gRPC and HTTP/protobuf): a server span per request with
 //! the HTTP semantic conventions, children for the phases, the client's `traceparent` as parent
 //! and the trace carried on to the upstream; sampling; and a collector that is down changes
-//! nothing for requests.
+//! nothing for requests; collectors over TLS, with a private CA and a client certificate.
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::otlp::{Collector, ReceivedSpan};
-use crate::support::{Gatehouse, Upstream, api_site, client, eventually, free_port};
+use crate::support::otlp::{Collector, ReceivedSpan, ServerTls};
+use crate::support::{Gatehouse, TestCa, Upstream, api_site, client, eventually, free_port};
 
 const TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 const CLIENT_SPAN: &str = "b7ad6b7169203331";
@@ -30,6 +30,16 @@ async fn upstream_traceparent(gatehouse: &Gatehouse, traceparent: Option<&str>) 
     seen["headers"]["traceparent"][0]
         .as_str()
         .map(str::to_string)
+}
+
+/// The value of `name` (with its labels, as [`crate::metrics::parse`] writes them) on `/metrics`.
+async fn sample(gatehouse: &Gatehouse, name: &str) -> f64 {
+    let samples = crate::metrics::parse(&gatehouse.admin_text("/metrics").await);
+    samples.get(name).copied().unwrap_or_default()
+}
+
+async fn failed_exports(gatehouse: &Gatehouse) -> f64 {
+    sample(gatehouse, "gatehouse_trace_exports_failed_total{}").await
 }
 
 async fn wait_for_span(collector: &Collector, name: &str) -> Vec<ReceivedSpan> {
@@ -146,10 +156,99 @@ async fn a_collector_that_is_down_changes_nothing_for_requests() {
         assert_eq!(answer.status(), 200);
     }
     eventually(Duration::from_secs(10), "lost spans counted", || async {
-        let page = gatehouse.admin_text("/metrics").await;
-        let dropped = page.contains("gatehouse_trace_spans_total{outcome=\"dropped\"}")
-            && !page.contains("gatehouse_trace_spans_total{outcome=\"dropped\"} 0\n");
-        dropped || !page.contains("gatehouse_trace_exports_failed_total 0\n")
+        let dropped = sample(
+            &gatehouse,
+            "gatehouse_trace_spans_total{outcome=\"dropped\"}",
+        )
+        .await;
+        dropped > 0.0 || failed_exports(&gatehouse).await > 0.0
     })
     .await;
+}
+
+/// TLS material for a collector that wants client certificates from the test CA, and the
+/// `[traces]` lines of a client: `ca_file` trusts that CA, `identity` shows a certificate.
+struct MutualTls {
+    _dir: tempfile::TempDir,
+    server: ServerTls,
+    ca_file: String,
+    identity: String,
+}
+
+impl MutualTls {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &ca.pem).unwrap();
+        let (cert, key, _) = ca.issue(dir.path(), "collector");
+        let (client_cert, client_key, _) = ca.issue(dir.path(), "exporter");
+        let server = ServerTls {
+            cert: std::fs::read(cert).unwrap(),
+            key: std::fs::read(key).unwrap(),
+            client_ca: Some(ca.pem.into_bytes()),
+        };
+        Self {
+            ca_file: format!("ca_file = {:?}\n", ca_file.display().to_string()),
+            identity: format!(
+                "client_cert = {:?}\nclient_key = {:?}\n",
+                client_cert.display().to_string(),
+                client_key.display().to_string()
+            ),
+            server,
+            _dir: dir,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_collectors_over_tls_that_ask_for_a_client_certificate() {
+    let upstream = Upstream::start("app").await;
+    let tls = MutualTls::new();
+    for (protocol, collector, path) in [
+        ("grpc", Collector::grpc_tls(&tls.server).await, ""),
+        ("http", Collector::http_tls(&tls.server).await, "/v1/traces"),
+    ] {
+        let gatehouse = traced(
+            &upstream,
+            &format!(
+                "protocol = \"{protocol}\"\nendpoint = \"https://{}{path}\"\n{}{}",
+                collector.addr, tls.ca_file, tls.identity
+            ),
+        );
+        let answer = client(None).get(gatehouse.url("/x")).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let spans = wait_for_span(&collector, "GET api").await;
+        assert!(
+            spans.iter().any(|s| s.name == "upstream"),
+            "{protocol}: {spans:#?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_refuses_the_exporters_certificate_gets_no_spans_and_requests_go_on() {
+    let upstream = Upstream::start("app").await;
+    let tls = MutualTls::new();
+    let collector = Collector::grpc_tls(&tls.server).await;
+    // The CA is trusted, but there is no client certificate to show.
+    let gatehouse = traced(
+        &upstream,
+        &format!(
+            "endpoint = \"https://{}\"\nexport_timeout = \"1s\"\n{}",
+            collector.addr, tls.ca_file
+        ),
+    );
+    let http = client(None);
+    for _ in 0..5 {
+        let answer = http.get(gatehouse.url("/x")).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the failed export counted",
+        || async { failed_exports(&gatehouse).await > 0.0 },
+    )
+    .await;
+    assert!(collector.spans().is_empty(), "{:#?}", collector.spans());
 }

@@ -1,6 +1,7 @@
 //! `[traces]`: OpenTelemetry traces exported over OTLP to any collector.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,14 @@ pub struct TracesConfig {
     /// Time one export may take. Default `"5s"`.
     #[serde(with = "durations")]
     pub export_timeout: Duration,
+    /// PEM certificates of the CAs trusted for an `https://` collector, beside the system's.
+    /// Default: the system's only.
+    pub ca_file: Option<PathBuf>,
+    /// A PEM certificate chain shown to an `https://` collector that asks for one (mutual TLS),
+    /// with its private key in `client_key`. Default: none.
+    pub client_cert: Option<PathBuf>,
+    /// The PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
 }
 
 impl Default for TracesConfig {
@@ -47,6 +56,9 @@ impl Default for TracesConfig {
             resource: BTreeMap::new(),
             queue_size: 4096,
             export_timeout: Duration::from_secs(5),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
         }
     }
 }

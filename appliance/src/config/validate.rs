@@ -231,6 +231,27 @@ impl Config {
             problems.push(Problem::new("traces.queue_size", "must be at least 1"));
         }
         check_positive("traces.export_timeout", traces.export_timeout, problems);
+        match (&traces.client_cert, &traces.client_key) {
+            (Some(_), None) => problems.push(Problem::new(
+                "traces.client_key",
+                "is needed with traces.client_cert",
+            )),
+            (None, Some(_)) => problems.push(Problem::new(
+                "traces.client_cert",
+                "is needed with traces.client_key",
+            )),
+            _ => {}
+        }
+        let https = traces.endpoint.starts_with("https://");
+        let tls_files = [
+            ("traces.ca_file", &traces.ca_file),
+            ("traces.client_cert", &traces.client_cert),
+        ];
+        for (key, file) in tls_files {
+            if file.is_some() && !https {
+                problems.push(Problem::new(key, "applies to an https:// endpoint only"));
+            }
+        }
     }
 
     fn check_load_test(&self, problems: &mut Vec<Problem>) {

@@ -2,6 +2,7 @@
 //! a non-blocking writer, so a slow terminal or pipe never stalls a worker; and request traces
 //! over OTLP ([`traces`]).
 
+pub mod collector_tls;
 pub mod traces;
 
 use std::io::{IsTerminal, Write};

@@ -27,6 +27,7 @@ use opentelemetry_sdk::trace::{
 };
 use tracing::warn;
 
+use super::collector_tls::CollectorTls;
 use crate::config::{OtlpProtocol, TracesConfig};
 
 /// Spans sent to the collector in one export, at most (2048 measured no faster).
@@ -364,6 +365,9 @@ fn export_loop(
 }
 
 fn exporter(config: &TracesConfig) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    let https = config.endpoint.starts_with("https://");
+    // Checked at start; read again here, so a file that went bad since fails this exporter only.
+    let tls = CollectorTls::load(config).map_err(|err| format!("{}: {err}", err.key))?;
     let built = match config.protocol {
         OtlpProtocol::Grpc => {
             let mut metadata = tonic::metadata::MetadataMap::new();
@@ -377,12 +381,15 @@ fn exporter(config: &TracesConfig) -> Result<opentelemetry_otlp::SpanExporter, S
                     .map_err(|_| format!("traces.headers: {value:?} is not a header value"))?;
                 metadata.insert(name, value);
             }
-            opentelemetry_otlp::SpanExporter::builder()
+            let builder = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(config.endpoint.clone())
                 .with_timeout(config.export_timeout)
-                .with_metadata(metadata)
-                .build()
+                .with_metadata(metadata);
+            match https {
+                true => builder.with_tls_config(tonic_tls(&tls)).build(),
+                false => builder.build(),
+            }
         }
         OtlpProtocol::Http => {
             let headers: HashMap<String, String> = config.headers.clone().into_iter().collect();
@@ -392,9 +399,37 @@ fn exporter(config: &TracesConfig) -> Result<opentelemetry_otlp::SpanExporter, S
                 .with_timeout(config.export_timeout)
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .with_headers(headers)
-                .with_http_client(reqwest::Client::new())
+                .with_http_client(http_client(&tls)?)
                 .build()
         }
     };
     built.map_err(|err| err.to_string())
+}
+
+/// The gRPC channel's TLS: the system's roots, the extra CAs and the client certificate.
+fn tonic_tls(tls: &CollectorTls) -> tonic::transport::ClientTlsConfig {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut config = ClientTlsConfig::new().with_enabled_roots();
+    if let Some(ca) = &tls.ca {
+        config = config.ca_certificate(Certificate::from_pem(ca));
+    }
+    if let Some((cert, key)) = &tls.identity {
+        config = config.identity(Identity::from_pem(cert, key));
+    }
+    config
+}
+
+/// The HTTP exporter's client, trusting the extra CAs and showing the client certificate.
+fn http_client(tls: &CollectorTls) -> Result<reqwest::Client, String> {
+    let mut client = reqwest::Client::builder();
+    if let Some(ca) = &tls.ca {
+        let roots = reqwest::Certificate::from_pem_bundle(ca).map_err(|err| err.to_string())?;
+        client = client.tls_certs_merge(roots);
+    }
+    if let Some((cert, key)) = &tls.identity {
+        let pem = [cert.as_slice(), b"\n", key.as_slice()].concat();
+        let identity = reqwest::Identity::from_pem(&pem).map_err(|err| err.to_string())?;
+        client = client.identity(identity);
+    }
+    client.build().map_err(|err| err.to_string())
 }

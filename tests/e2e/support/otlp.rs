@@ -1,6 +1,7 @@
 //! Real OTLP receivers for the tests: a gRPC TraceService (tonic, with the OpenTelemetry
-//! protocol's own types) and an HTTP endpoint taking protobuf bodies at /v1/traces. Both keep
-//! every span they receive.
+//! protocol's own types) and an HTTP endpoint taking protobuf bodies at /v1/traces, each in plain
+//! text or over TLS (optionally asking for a client certificate). Both keep every span they
+//! receive.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -48,9 +49,59 @@ pub struct Collector {
     server: JoinHandle<()>,
 }
 
+/// A receiver's TLS: its certificate chain and key (PEM) and, to require client certificates,
+/// the CA they must chain to.
+pub struct ServerTls {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+    pub client_ca: Option<Vec<u8>>,
+}
+
+impl ServerTls {
+    fn rustls(&self) -> tokio_rustls::TlsAcceptor {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = match &self.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(ca) {
+                    roots.add(cert.unwrap()).unwrap();
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    roots.into(),
+                    provider,
+                )
+                .build()
+                .unwrap();
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let chain = CertificateDer::pem_slice_iter(&self.cert)
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_slice(&self.key).unwrap();
+        let config = builder.with_single_cert(chain, key).unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+}
+
 impl Collector {
     /// An OTLP/gRPC receiver on a free loopback port.
     pub async fn grpc() -> Self {
+        Self::grpc_over(None).await
+    }
+
+    /// An OTLP/gRPC receiver on a free loopback port, over TLS.
+    pub async fn grpc_tls(tls: &ServerTls) -> Self {
+        Self::grpc_over(Some(tls)).await
+    }
+
+    async fn grpc_over(tls: Option<&ServerTls>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let spans = Spans::default();
@@ -59,8 +110,18 @@ impl Collector {
             let accepted = listener.accept().await.map(|(socket, _)| socket);
             Some((accepted, listener))
         });
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+            let mut config =
+                ServerTlsConfig::new().identity(Identity::from_pem(&tls.cert, &tls.key));
+            if let Some(ca) = &tls.client_ca {
+                config = config.client_ca_root(Certificate::from_pem(ca));
+            }
+            builder = builder.tls_config(config).unwrap();
+        }
         let server = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
+            let _ = builder
                 .add_service(service)
                 .serve_with_incoming(incoming)
                 .await;
@@ -74,6 +135,15 @@ impl Collector {
 
     /// An OTLP/HTTP (protobuf) receiver on a free loopback port, at /v1/traces.
     pub async fn http() -> Self {
+        Self::http_over(None).await
+    }
+
+    /// An OTLP/HTTP (protobuf) receiver on a free loopback port, over TLS.
+    pub async fn http_tls(tls: &ServerTls) -> Self {
+        Self::http_over(Some(tls.rustls())).await
+    }
+
+    async fn http_over(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let spans = Spans::default();
@@ -84,6 +154,7 @@ impl Collector {
                     continue;
                 };
                 let kept = Arc::clone(&kept);
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let kept = Arc::clone(&kept);
@@ -109,9 +180,17 @@ impl Collector {
                             Ok::<_, Infallible>(response)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(socket), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        None => http.serve_connection(TokioIo::new(socket), service).await,
+                        Some(tls) => match tls.accept(socket).await {
+                            Ok(socket) => {
+                                http.serve_connection(TokioIo::new(socket), service).await
+                            }
+                            // A client that fails the handshake sends nothing.
+                            Err(_) => return,
+                        },
+                    };
                 });
             }
         });
