@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use actix_codec::{Framed, FramedParts};
@@ -243,9 +243,19 @@ async fn final_head(conn: &mut Connection) -> Result<ResponseHead, EdgeError> {
 }
 
 /// An idle connection is reusable while the server has neither closed it nor written to it.
+///
+/// Asked of the reactor first, which costs no system call: the socket has had no event since
+/// the read that drained it (a short read clears tokio's readiness), so nothing and no FIN came
+/// since. Only after an event is the socket itself read.
 fn still_open(conn: &Connection) -> bool {
-    conn.is_read_buf_empty()
-        && matches!(conn.io_ref().try_read(&mut [0u8; 1]), Err(err) if err.kind() == ErrorKind::WouldBlock)
+    if !conn.is_read_buf_empty() {
+        return false;
+    }
+    let mut quiet = Context::from_waker(Waker::noop());
+    if conn.io_ref().poll_read_ready(&mut quiet).is_pending() {
+        return true;
+    }
+    matches!(conn.io_ref().try_read(&mut [0u8; 1]), Err(err) if err.kind() == ErrorKind::WouldBlock)
 }
 
 /// A response body as it arrives; the connection goes back to the pool after the last byte.
@@ -309,5 +319,65 @@ impl Stream for ResponseBody {
                 Poll::Ready(Some(Err(err)))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use actix_http::Method;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A server that answers one request per connection (keep-alive by HTTP/1.1's default) and
+    /// then closes it; counts its connections.
+    async fn one_answer_server() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && socket.read(&mut byte).await.unwrap_or(0) == 1
+                {
+                    head.push(byte[0]);
+                }
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            }
+        });
+        (addr, connections)
+    }
+
+    async fn get(pool: &Rc<Pool>, addr: &str) -> Bytes {
+        let mut head = RequestHead::default();
+        head.method = Method::GET;
+        head.uri = actix_http::Uri::from_static("/");
+        let Answer::Response(head, body) =
+            pool.send(0, addr, head, Outgoing::empty()).await.unwrap()
+        else {
+            panic!("not upgraded");
+        };
+        assert_eq!(head.status, StatusCode::OK);
+        let chunks: Vec<_> = body.collect().await;
+        chunks.into_iter().flat_map(Result::unwrap).collect()
+    }
+
+    #[actix_web::test]
+    async fn a_connection_the_server_closed_while_idle_is_not_reused() {
+        let (addr, connections) = one_answer_server().await;
+        let pool = Rc::new(Pool::new(&UpstreamConfig::default()));
+        assert_eq!(get(&pool, &addr).await, "ok");
+        // The server has closed its side by now; the pooled connection must not be taken.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(get(&pool, &addr).await, "ok");
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
     }
 }

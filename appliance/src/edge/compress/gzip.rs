@@ -5,23 +5,66 @@
 //! A small body of known length is better still compressed whole ([`gzip_small`]) by
 //! libdeflate, whose one-shot compressor is kept per thread and needs no stream state: zlib-rs
 //! allocated and cleared a 128 KiB hash table for each call, which made gzip about a fifth of
-//! a pass-through JSON answer's CPU.
+//! a pass-through JSON answer's CPU. And an API that gives many clients the same bytes (a
+//! list, a config, a status) is compressed once: the last few small bodies compressed on a
+//! thread are kept with their gzip members, and the same bytes again get the same member.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 
+use bytes::Bytes;
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use libdeflater::{CompressionLvl, Compressor};
 
 /// Bodies shorter than this are compressed whole by [`gzip_small`]; longer ones stream.
 pub(crate) const SMALL_BODY: u64 = 16 * 1024;
 
+/// Small bodies remembered per thread with their gzip members (at most 16 KiB each, so well
+/// under a MiB per worker).
+const REMEMBERED: usize = 16;
+
+/// A body compressed lately, and its gzip member.
+struct Compressed {
+    level: u32,
+    body: Vec<u8>,
+    gzip: Bytes,
+}
+
 thread_local! {
     /// One-shot compressors by level (a few hundred KiB each, so one per level in use).
     static ONE_SHOT: RefCell<Vec<(u32, Compressor)>> = const { RefCell::new(Vec::new()) };
+    /// The last bodies compressed, most recent first.
+    static RECENT: RefCell<VecDeque<Compressed>> = const { RefCell::new(VecDeque::new()) };
 }
 
-/// `body` as one gzip member at `level` (1-9, zlib's scale, which libdeflate shares).
-pub(crate) fn gzip_small(body: &[u8], level: u32) -> Vec<u8> {
+/// `body` as one gzip member at `level` (1-9, zlib's scale, which libdeflate shares): the
+/// member made for the same bytes lately, or a new one.
+pub(crate) fn gzip_small(body: Vec<u8>, level: u32) -> Bytes {
+    let seen = RECENT.with_borrow_mut(|recent| {
+        let at = recent
+            .iter()
+            .position(|kept| kept.level == level && kept.body == body)?;
+        let kept = recent.remove(at)?;
+        let gzip = kept.gzip.clone();
+        recent.push_front(kept);
+        Some(gzip)
+    });
+    if let Some(gzip) = seen {
+        return gzip;
+    }
+    let gzip = Bytes::from(compress_whole(&body, level));
+    RECENT.with_borrow_mut(|recent| {
+        recent.truncate(REMEMBERED - 1);
+        recent.push_front(Compressed {
+            level,
+            body,
+            gzip: gzip.clone(),
+        });
+    });
+    gzip
+}
+
+fn compress_whole(body: &[u8], level: u32) -> Vec<u8> {
     ONE_SHOT.with_borrow_mut(|compressors| {
         let at = match compressors.iter().position(|(l, _)| *l == level) {
             Some(at) => at,
@@ -162,7 +205,7 @@ mod tests {
             SMALL_BODY as usize - 1,
         ] {
             let body = &text[..size];
-            let gzip = gzip_small(body, 6);
+            let gzip = gzip_small(body.to_vec(), 6);
             assert_eq!(gunzip(&gzip), body, "{size} bytes");
             if size >= 524 {
                 assert!(
@@ -172,6 +215,34 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_same_small_body_again_gets_the_member_made_for_it() {
+        let body =
+            |n: u8| -> Vec<u8> { format!("{{\"items\": [{n}, {n}, {n}]}}").repeat(20).into() };
+        let first = gzip_small(body(1), 6);
+        // Other bodies and another level in between, fewer than are remembered.
+        for n in 2..8 {
+            assert_eq!(gunzip(&gzip_small(body(n), 6)), body(n));
+        }
+        let other_level = gzip_small(body(1), 1);
+        assert_eq!(gunzip(&other_level), body(1));
+        let again = gzip_small(body(1), 6);
+        assert_eq!(
+            again.as_ptr(),
+            first.as_ptr(),
+            "the same member, not a new one"
+        );
+        // A body that differs in one byte is compressed for itself.
+        let mut changed = body(1);
+        changed[5] = b'9';
+        assert_eq!(gunzip(&gzip_small(changed.clone(), 6)), changed);
+        // Past the memory's size the oldest are forgotten.
+        for n in 0..REMEMBERED as u8 {
+            gzip_small(body(100 + n), 6);
+        }
+        assert_ne!(gzip_small(body(1), 6).as_ptr(), first.as_ptr());
     }
 
     #[test]

@@ -76,7 +76,7 @@ impl Encoder {
                 gzip.finish(&mut out);
                 out
             }
-            Self::GzipSmall { body, level } => gzip_small(&body, level),
+            Self::GzipSmall { body, level } => return gzip_small(body, level),
             Self::Brotli(e) => e.into_inner(),
             Self::Zstd(e) => e.finish().unwrap_or_default(),
         };
