@@ -85,6 +85,11 @@ impl Session {
         }
     }
 
+    /// The key its client was given (and is registered under).
+    pub(crate) fn client_key(&self) -> codec::BackendKey {
+        self.client.key
+    }
+
     fn transaction_mode(&self) -> bool {
         self.pool.mode == PoolMode::Transaction
     }
