@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::postgres::{
-    self, DATABASE, direct_client, pooled_client, start, tool, try_connect,
+    self, DATABASE, direct_client, pooled_client, start, tool, try_connect, value,
 };
 
 #[tokio::test]
@@ -137,40 +137,16 @@ async fn session_settings_never_leak_to_another_client() {
     a.batch_execute("SET application_name = 'client-a'; SET statement_timeout = '7s'")
         .await
         .unwrap();
-    let b_name: String = b
-        .query_one("show application_name", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let b_timeout: String = b
-        .query_one("show statement_timeout", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let b_name: String = value(&b, "show application_name").await;
+    let b_timeout: String = value(&b, "show statement_timeout").await;
     assert_ne!(b_name, "client-a");
     assert_eq!(b_timeout, "0");
     // A gets its own settings back on the one server connection both share.
-    let a_name: String = a
-        .query_one("show application_name", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let a_timeout: String = a
-        .query_one("show statement_timeout", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let a_name: String = value(&a, "show application_name").await;
+    let a_timeout: String = value(&a, "show statement_timeout").await;
     assert_eq!((a_name.as_str(), a_timeout.as_str()), ("client-a", "7s"));
-    let a_pid: i32 = a
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let b_pid: i32 = b
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let a_pid: i32 = value(&a, "select pg_backend_pid()").await;
+    let b_pid: i32 = value(&b, "select pg_backend_pid()").await;
     assert_eq!(a_pid, b_pid, "both clients share the one server connection");
 }
 
@@ -187,11 +163,7 @@ async fn untrackable_state_pins_the_client_and_is_reset_after_it() {
     let b = pooled_client(&gatehouse).await;
     for _ in 0..5 {
         // A keeps its server, so its temp table is always there; B never sees it.
-        let count: i64 = a
-            .query_one("select count(*) from scratch", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let count: i64 = value(&a, "select count(*) from scratch").await;
         assert_eq!(count, 1);
         let err = b
             .query_one("select count(*) from scratch", &[])
@@ -202,21 +174,13 @@ async fn untrackable_state_pins_the_client_and_is_reset_after_it() {
             Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE)
         );
     }
-    let locked: bool = b
-        .query_one("select pg_try_advisory_lock(424242)", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let locked: bool = value(&b, "select pg_try_advisory_lock(424242)").await;
     assert!(!locked, "A holds the lock");
     drop(a);
     // A is gone: its server was reset (DISCARD ALL releases advisory locks and temp tables).
     crate::support::eventually(Duration::from_secs(10), "A's lock released", || async {
         let c = pooled_client(&gatehouse).await;
-        let got: bool = c
-            .query_one("select pg_try_advisory_lock(424242)", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let got: bool = value(&c, "select pg_try_advisory_lock(424242)").await;
         if got {
             c.query_one("select pg_advisory_unlock(424242)", &[])
                 .await
@@ -249,11 +213,7 @@ async fn a_server_dying_mid_transaction_fails_only_its_client() {
     let gatehouse = start("pool_size = 1\nmax_overflow = 0").await;
     let a = pooled_client(&gatehouse).await;
     a.batch_execute("begin").await.unwrap();
-    let pid: i32 = a
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let pid: i32 = value(&a, "select pg_backend_pid()").await;
     let direct = direct_client().await;
     direct
         .query_one("select pg_terminate_backend($1)", &[&pid])
@@ -262,11 +222,7 @@ async fn a_server_dying_mid_transaction_fails_only_its_client() {
     assert!(a.query_one("select 1", &[]).await.is_err());
     // The pool opens a new server connection for the next client.
     let b = pooled_client(&gatehouse).await;
-    let new_pid: i32 = b
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let new_pid: i32 = value(&b, "select pg_backend_pid()").await;
     assert_ne!(new_pid, pid);
 }
 
@@ -318,7 +274,7 @@ async fn scram_and_md5_logins_check_the_password() {
         let client = try_connect(addr, "postgres", DATABASE, Some("right horse"))
             .await
             .unwrap_or_else(|err| panic!("{method} with the right password: {err}"));
-        let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
+        let one: i32 = value(&client, "select 1").await;
         assert_eq!(one, 1);
         for (user, password) in [("postgres", "wrong"), ("nobody", "right horse")] {
             let err = try_connect(addr, user, DATABASE, Some(password))
@@ -397,7 +353,7 @@ async fn malformed_messages_get_an_error_and_a_closed_connection() {
         "{reply:?}"
     );
     // Nobody else noticed.
-    let one: i32 = bystander.query_one("select 1", &[]).await.unwrap().get(0);
+    let one: i32 = value(&bystander, "select 1").await;
     assert_eq!(one, 1);
 }
 
@@ -530,11 +486,7 @@ async fn session_mode_keeps_one_server_per_client_and_discards_after() {
     a.batch_execute("SET application_name = 'mine'; create temp table kept (x int)")
         .await
         .unwrap();
-    let pid: i32 = a
-        .query_one("select pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let pid: i32 = value(&a, "select pg_backend_pid()").await;
     // Session mode needs no tracking: the temp table is there in every later transaction.
     for _ in 0..3 {
         a.query_one("select count(*) from kept", &[]).await.unwrap();

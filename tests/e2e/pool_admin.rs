@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::support::json_of;
-use crate::support::postgres::{self, DATABASE, pooled_client, tool};
+use crate::support::postgres::{self, DATABASE, pooled_client, tool, value};
 
 /// `psql` into the console database as `postgres`; stdout, or the error text.
 async fn console(gatehouse: &crate::support::Gatehouse, command: &str) -> Result<String, String> {
@@ -158,7 +158,7 @@ async fn reload_adds_a_database_without_dropping_clients() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), DATABASE);
     // The client from before the reload still works.
-    let one: i32 = client.query_one("select 1", &[]).await.unwrap().get(0);
+    let one: i32 = value(&client, "select 1").await;
     assert_eq!(one, 1);
 
     // A broken config is refused with its location; everything keeps running.

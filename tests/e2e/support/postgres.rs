@@ -238,3 +238,11 @@ impl Drop for PrivatePostgres {
             .output();
     }
 }
+
+/// The one value `sql` answers with: the first column of its only row.
+pub async fn value<T>(client: &tokio_postgres::Client, sql: &str) -> T
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
