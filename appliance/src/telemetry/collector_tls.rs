@@ -10,7 +10,7 @@ use rustls_pki_types::pem::PemObject;
 use crate::config::TracesConfig;
 
 /// The PEM material of `[traces]`, checked to parse (and the key to match its certificate).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CollectorTls {
     /// CA certificates trusted beside the system's roots.
     pub ca: Option<Vec<u8>>,
@@ -31,21 +31,7 @@ pub struct TlsFileError {
 impl CollectorTls {
     /// Reads the files `config` names (none for a plain `http://` endpoint).
     pub fn load(config: &TracesConfig) -> Result<Self, TlsFileError> {
-        let ca = match &config.ca_file {
-            None => None,
-            Some(path) => {
-                let pem = read("traces.ca_file", path)?;
-                let certificates = CertificateDer::pem_slice_iter(&pem)
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|err| err.to_string())
-                    .and_then(|certificates| match certificates.is_empty() {
-                        true => Err("no PEM certificate in it".to_string()),
-                        false => Ok(certificates),
-                    });
-                certificates.map_err(|why| TlsFileError::new("traces.ca_file", path, why))?;
-                Some(pem)
-            }
-        };
+        let ca = config.ca_file.as_deref().map(read_ca).transpose()?;
         let identity = match (&config.client_cert, &config.client_key) {
             (Some(cert_path), Some(key_path)) => {
                 let cert = read("traces.client_cert", cert_path)?;
@@ -69,6 +55,18 @@ impl TlsFileError {
             why,
         }
     }
+}
+
+/// The CA file: PEM, with at least one certificate.
+fn read_ca(path: &Path) -> Result<Vec<u8>, TlsFileError> {
+    let pem = read("traces.ca_file", path)?;
+    let parsed: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+    let why = match parsed {
+        Err(err) => err.to_string(),
+        Ok(certificates) if certificates.is_empty() => "no PEM certificate in it".into(),
+        Ok(_) => return Ok(pem),
+    };
+    Err(TlsFileError::new("traces.ca_file", path, why))
 }
 
 fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsFileError> {
