@@ -162,8 +162,9 @@ impl App {
                 // The console's RELOAD goes through the serving thread, like SIGHUP.
                 let reloads = Arc::clone(&operations);
                 let reload: crate::pool::ReloadHook = Box::new(move || reloads.reload());
-                let pooler =
-                    Pooler::start(&config.pool, listeners, reload).map_err(AppError::Start)?;
+                let traces = edge.traces().filter(|_| config.traces.pool).cloned();
+                let pooler = Pooler::start(&config.pool, listeners, reload, traces)
+                    .map_err(AppError::Start)?;
                 edge.set_pooler(pooler.view());
                 Some(pooler)
             }

@@ -252,3 +252,38 @@ async fn a_collector_that_refuses_the_exporters_certificate_gets_no_spans_and_re
     .await;
     assert!(collector.spans().is_empty(), "{:#?}", collector.spans());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_transactions_are_spans_when_asked_for() {
+    use crate::support::postgres::{DATABASE, ensure_database, pooled, pooled_client, value};
+    ensure_database().await;
+    let collector = Collector::grpc().await;
+    let gatehouse = Gatehouse::start(&format!(
+        "{}\n[traces]\nenabled = true\npool = true\nendpoint = \"http://{}\"\n",
+        pooled(""),
+        collector.addr
+    ));
+    let client = pooled_client(&gatehouse).await;
+    let two: i32 = value(&client, "select 2").await;
+    assert_eq!(two, 2);
+    let spans = wait_for_span(&collector, "pool.transaction").await;
+    let span = spans.iter().find(|s| s.name == "pool.transaction").unwrap();
+    assert_eq!(span.kind, 2, "server");
+    assert_eq!(span.parent_span_id, "", "a root");
+    for (key, value) in [
+        ("db.system.name", "postgresql"),
+        ("db.namespace", DATABASE),
+        ("db.user", "postgres"),
+        ("server.address", "127.0.0.1:5432"),
+        ("client.address", "127.0.0.1"),
+    ] {
+        assert_eq!(
+            span.attributes.get(key).map(String::as_str),
+            Some(value),
+            "{key}: {span:#?}"
+        );
+    }
+    let wait: f64 = span.attributes["gatehouse.pool.wait"].parse().unwrap();
+    assert!(wait >= 0.0);
+    assert!(!span.attributes.contains_key("db.response.status_code"));
+}

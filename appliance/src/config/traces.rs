@@ -34,6 +34,9 @@ pub struct TracesConfig {
     /// Time one export may take. Default `"5s"`.
     #[serde(with = "durations")]
     pub export_timeout: Duration,
+    /// A span per transaction the pooler serves (`pool.transaction`: database, user, server,
+    /// the wait for a server, how it ended). Default `false`.
+    pub pool: bool,
     /// PEM certificates of the CAs trusted for an `https://` collector, beside the system's.
     /// Default: the system's only.
     pub ca_file: Option<PathBuf>,
@@ -56,6 +59,7 @@ impl Default for TracesConfig {
             resource: BTreeMap::new(),
             queue_size: 4096,
             export_timeout: Duration::from_secs(5),
+            pool: false,
             ca_file: None,
             client_cert: None,
             client_key: None,

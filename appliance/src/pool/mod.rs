@@ -67,6 +67,8 @@ pub(crate) struct Shared {
     tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
     /// The databases' last probes.
     health: health::Health,
+    /// Where transaction spans go (`traces.pool`).
+    traces: Option<Arc<crate::telemetry::traces::Traces>>,
 }
 
 impl Shared {
@@ -385,11 +387,13 @@ fn tls_config(config: &PoolConfig) -> Result<Option<Arc<rustls::ServerConfig>>, 
 }
 
 impl Pooler {
-    /// Starts serving on `listeners` (already bound); `reload` applies a new configuration.
+    /// Starts serving on `listeners` (already bound); `reload` applies a new configuration;
+    /// each transaction is a span in `traces`, when given.
     pub fn start(
         config: &PoolConfig,
         listeners: Vec<StdListener>,
         reload: ReloadHook,
+        traces: Option<Arc<crate::telemetry::traces::Traces>>,
     ) -> Result<Self, String> {
         let users = Users::load(config).map_err(|err| err.to_string())?;
         let tls = tls_config(config).map_err(|problem| problem.message)?;
@@ -410,6 +414,7 @@ impl Pooler {
             reload,
             tls: arc_swap::ArcSwapOption::new(tls),
             health: health::Health::default(),
+            traces,
         });
         let entered = runtime.enter();
         for listener in listeners {

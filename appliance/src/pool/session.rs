@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span, Status};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, warn};
 
@@ -37,6 +39,18 @@ const KEPT_BUFFER: usize = 16 * 1024;
 /// How long the pooler's own clean-up queries (rollback, reset) may take before the
 /// connection is closed instead.
 const RESET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Ends a transaction's span, as failed with the SQLSTATE the client was sent, if any.
+fn end_span(span: Option<opentelemetry_sdk::trace::Span>, failure: Option<&str>) {
+    let Some(mut span) = span else {
+        return;
+    };
+    if let Some(code) = failure {
+        span.set_attribute(KeyValue::new("db.response.status_code", code.to_string()));
+        span.set_status(Status::error(""));
+    }
+    span.end();
+}
 
 /// How holding a server ended.
 enum Held {
@@ -129,13 +143,21 @@ impl Session {
         &mut self,
         conn: &mut Conn<S>,
     ) -> bool {
+        let mut span = self.start_span();
+        let waiting = Instant::now();
         let mut server = match self.acquire().await {
             Ok(server) => server,
             Err(err) => {
+                end_span(span, Some(err.code()));
                 conn.fatal(err.code(), &err.to_string()).await;
                 return false;
             }
         };
+        if let Some(span) = &mut span {
+            span.set_attribute(KeyValue::new("server.address", server.addr.to_string()));
+            let wait = waiting.elapsed().as_secs_f64();
+            span.set_attribute(KeyValue::new("gatehouse.pool.wait", wait));
+        }
         if let Err(err) = self.attach(&mut server).await {
             self.detach(&server);
             self.pool.release(server);
@@ -144,6 +166,12 @@ impl Session {
         }
         let held = self.hold(conn, &mut server).await;
         self.detach(&server);
+        let failure = match &held {
+            Held::Done | Held::ClientGone => None,
+            Held::ClientBroke(_) => Some("08P01"),
+            Held::ServerLost(_) => Some("08006"),
+        };
+        end_span(span, failure);
         match held {
             Held::Done => {
                 self.pool.release(server);
@@ -171,6 +199,20 @@ impl Session {
                 false
             }
         }
+    }
+
+    /// The span of a transaction starting now, when transactions are traced and this one is
+    /// sampled.
+    fn start_span(&self) -> Option<opentelemetry_sdk::trace::Span> {
+        let traces = self.shared.traces.as_ref()?;
+        traces.transaction_span(|| {
+            vec![
+                KeyValue::new("db.system.name", "postgresql"),
+                KeyValue::new("db.namespace", self.pool.key.database.clone()),
+                KeyValue::new("db.user", self.pool.key.user.clone()),
+                KeyValue::new("client.address", self.client.addr.ip().to_string()),
+            ]
+        })
     }
 
     /// See [`prepared::answer_known_parses`]; `true` when answered.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{SpanKind, Status, TraceContextExt, Tracer, TracerProvider};
+use opentelemetry::trace::{Span, SpanKind, Status, TraceContextExt, Tracer, TracerProvider};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
@@ -130,6 +130,24 @@ impl Traces {
             .with_kind(kind)
             .start_with_context(&self.tracer, parent);
         Some(parent.with_span(span))
+    }
+
+    /// Starts the span of one pooled transaction: a root, since the wire protocol carries no
+    /// trace context; none when it is not sampled. `attributes` are made only when recorded.
+    pub fn transaction_span(
+        &self,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Option<opentelemetry_sdk::trace::Span> {
+        let span = self
+            .tracer
+            .span_builder("pool.transaction")
+            .with_kind(SpanKind::Server)
+            .start(&self.tracer);
+        span.is_recording().then(|| {
+            let mut span = span;
+            span.set_attributes(attributes());
+            span
+        })
     }
 
     /// Writes `cx`'s `traceparent` (and `tracestate`) into `headers`, for the upstream.
