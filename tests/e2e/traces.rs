@@ -255,14 +255,12 @@ async fn a_collector_that_refuses_the_exporters_certificate_gets_no_spans_and_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pooled_transactions_are_spans_when_asked_for() {
-    use crate::support::postgres::{
-        DATABASE, direct_client, ensure_database, pooled, pooled_client, value,
-    };
+    use crate::support::postgres::{DATABASE, ensure_database, pooled, pooled_client, value};
     ensure_database().await;
     let collector = Collector::grpc().await;
     let gatehouse = Gatehouse::start(&format!(
         "{}\n[traces]\nenabled = true\npool = true\nendpoint = \"http://{}\"\n",
-        pooled(""),
+        pooled("pool_size = 1\nmax_overflow = 0\npool_timeout = \"1s\""),
         collector.addr
     ));
     let client = pooled_client(&gatehouse).await;
@@ -289,16 +287,11 @@ async fn pooled_transactions_are_spans_when_asked_for() {
     assert!(wait >= 0.0);
     assert!(!span.attributes.contains_key("db.response.status_code"));
 
-    // A transaction whose server dies is a failed span.
+    // A transaction that finds no server within pool_timeout is a failed span.
     client.batch_execute("begin").await.unwrap();
-    let pid: i32 = value(&client, "select pg_backend_pid()").await;
-    let direct = direct_client().await;
-    let _: bool = direct
-        .query_one("select pg_terminate_backend($1)", &[&pid])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(client.query_one("select 1", &[]).await.is_err());
+    let other = pooled_client(&gatehouse).await;
+    assert!(other.query_one("select 1", &[]).await.is_err());
+    client.batch_execute("commit").await.unwrap();
     eventually(
         Duration::from_secs(10),
         "a failed transaction's span",
@@ -308,7 +301,7 @@ async fn pooled_transactions_are_spans_when_asked_for() {
                     && s.attributes
                         .get("db.response.status_code")
                         .map(String::as_str)
-                        == Some("08006")
+                        == Some("53300")
             })
         },
     )
