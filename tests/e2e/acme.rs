@@ -410,30 +410,54 @@ async fn a_certificate_about_to_expire_shows_in_healthz_and_on_the_overview() {
     browser.close().await;
 }
 
-/// A gatehouse with no default certificate, a file certificate for [`MANUAL`] (issued by
-/// `ca` into `dir`), and certificates obtained on demand for other names under
-/// `shop.gatehouse.test`, asking `ask` too when given, at most `max_orders` an hour.
-fn on_demand_site(
-    pebble: &Pebble,
+/// What an on-demand test runs against: an upstream, an ask endpoint, pebble, the TLS port,
+/// and a file certificate for [`MANUAL`] from a test CA.
+struct OnDemand {
+    upstream: Upstream,
+    ask: Upstream,
+    pebble: Pebble,
     tls: u16,
-    ask: Option<String>,
-    max_orders: u32,
-    upstream: &Upstream,
-    manual: &(std::path::PathBuf, std::path::PathBuf, Vec<u8>),
-) -> String {
-    let ask = ask.map_or(String::new(), |url| format!("ask = \"{url}\"\n"));
-    let (cert, key, _) = manual;
-    format!(
-        "[edge]\nlisten = [\"127.0.0.1:{}\"]\n\n[edge.tls]\nlisten = [\"127.0.0.1:{tls}\"]\n\n\
-         [[edge.tls.sites]]\nhosts = [\"{MANUAL}\"]\ncert = \"{}\"\nkey = \"{}\"\n\n\
-         [edge.tls.on_demand]\nallow = [\"*.shop.gatehouse.test\"]\n{ask}max_orders = {max_orders}\n\n\
-         [edge.tls.acme]\n{}retry_after = \"1s\"\n\n[upstreams.app]\nservers = [\"{}\"]\n",
-        free_port(),
-        cert.display(),
-        key.display(),
-        pebble.acme_config(&["tls-alpn-01"]),
-        upstream.addr,
-    )
+    ca: TestCa,
+    manual: (std::path::PathBuf, std::path::PathBuf, Vec<u8>),
+    _dir: tempfile::TempDir,
+}
+
+impl OnDemand {
+    async fn start() -> Self {
+        let tls = free_port();
+        let (ca, dir) = (TestCa::new(), tempfile::tempdir().unwrap());
+        let manual = ca.issue_for(dir.path(), "manual", &[MANUAL]);
+        Self {
+            upstream: Upstream::start("app").await,
+            ask: Upstream::start("ask").await,
+            pebble: Pebble::start(free_port(), tls, None).await,
+            tls,
+            ca,
+            manual,
+            _dir: dir,
+        }
+    }
+
+    /// A gatehouse with no default certificate, the file certificate for [`MANUAL`], and
+    /// certificates obtained on demand for other names under `shop.gatehouse.test`; the ask
+    /// endpoint answers `ask_status`; at most `max_orders` an hour.
+    fn config(&self, ask_status: u16, max_orders: u32) -> String {
+        let (cert, key, _) = &self.manual;
+        format!(
+            "[edge]\nlisten = [\"127.0.0.1:{}\"]\n\n[edge.tls]\nlisten = [\"127.0.0.1:{}\"]\n\n\
+             [[edge.tls.sites]]\nhosts = [\"{MANUAL}\"]\ncert = \"{}\"\nkey = \"{}\"\n\n\
+             [edge.tls.on_demand]\nallow = [\"*.shop.gatehouse.test\"]\n\
+             ask = \"http://{}/status/{ask_status}\"\nmax_orders = {max_orders}\n\n\
+             [edge.tls.acme]\n{}retry_after = \"1s\"\n\n[upstreams.app]\nservers = [\"{}\"]\n",
+            free_port(),
+            self.tls,
+            cert.display(),
+            key.display(),
+            self.ask.addr,
+            self.pebble.acme_config(&["tls-alpn-01"]),
+            self.upstream.addr,
+        )
+    }
 }
 
 /// A name under the on-demand domain that has a certificate from files.
@@ -441,14 +465,15 @@ const MANUAL: &str = "manual.shop.gatehouse.test";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn on_demand_names_get_a_certificate_at_their_first_handshake() {
-    let upstream = Upstream::start("app").await;
-    let ask = Upstream::start("ask").await;
-    let tls = free_port();
-    let pebble = Pebble::start(free_port(), tls, None).await;
-    let allow_all = format!("http://{}/status/200", ask.addr);
-    let (ca, dir) = (TestCa::new(), tempfile::tempdir().unwrap());
-    let manual = ca.issue_for(dir.path(), "manual", &[MANUAL]);
-    let config = on_demand_site(&pebble, tls, Some(allow_all), 2, &upstream, &manual);
+    let on_demand = OnDemand::start().await;
+    let OnDemand {
+        ask,
+        pebble,
+        ca,
+        manual,
+        ..
+    } = &on_demand;
+    let config = on_demand.config(200, 2);
     let mut gatehouse = Gatehouse::start(&config);
     let connector = trusting_roots(&[&pebble.issuing_root, &ca.pem]);
     let addr = gatehouse.tls_addr();
@@ -456,7 +481,7 @@ async fn on_demand_names_get_a_certificate_at_their_first_handshake() {
     // A name with a certificate from files keeps it: nothing is asked or ordered for it.
     let served = leaf_for(&connector, addr, MANUAL).await.unwrap();
     assert_eq!(served, manual.2);
-    assert_eq!((orders(&pebble), ask.hits()), (0, 0));
+    assert_eq!((orders(pebble), ask.hits()), (0, 0));
 
     // The first handshake waits for its certificate and validates against pebble's root.
     let started = Instant::now();
@@ -467,8 +492,8 @@ async fn on_demand_names_get_a_certificate_at_their_first_handshake() {
         "MEASURE first handshake with an on-demand certificate took {:?}",
         started.elapsed()
     );
-    assert_eq!((orders(&pebble), ask.hits()), (1, 1));
-    let answer = https_get_at(&pebble, addr, "a.shop.gatehouse.test").await;
+    assert_eq!((orders(pebble), ask.hits()), (1, 1));
+    let answer = https_get_at(pebble, addr, "a.shop.gatehouse.test").await;
     assert_eq!(answer.status(), 200);
 
     // Concurrent first handshakes for one name wait for one order.
@@ -484,7 +509,7 @@ async fn on_demand_names_get_a_certificate_at_their_first_handshake() {
             .unwrap()
             .expect("every concurrent handshake gets it");
     }
-    assert_eq!(orders(&pebble), 2, "one order for four handshakes");
+    assert_eq!(orders(pebble), 2, "one order for four handshakes");
 
     // Beyond the budget, an unlisted name, and a name the ask URL is not asked about: no
     // certificate (and no default to fall back on), no order.
@@ -499,7 +524,7 @@ async fn on_demand_names_get_a_certificate_at_their_first_handshake() {
         );
     }
     assert_eq!(
-        orders(&pebble),
+        orders(pebble),
         2,
         "no order past the budget or for unlisted names"
     );
@@ -521,21 +546,15 @@ async fn on_demand_names_get_a_certificate_at_their_first_handshake() {
         again, first,
         "the stored certificate serves after a restart"
     );
-    assert_eq!(orders(&pebble), 2, "no new order after a restart");
+    assert_eq!(orders(pebble), 2, "no new order after a restart");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_name_the_ask_url_refuses_gets_no_certificate_and_is_not_asked_again_at_once() {
-    let upstream = Upstream::start("app").await;
-    let ask = Upstream::start("ask").await;
-    let tls = free_port();
-    let pebble = Pebble::start(free_port(), tls, None).await;
-    let refuse_all = format!("http://{}/status/403", ask.addr);
-    let (ca, dir) = (TestCa::new(), tempfile::tempdir().unwrap());
-    let manual = ca.issue_for(dir.path(), "manual", &[MANUAL]);
-    let config = on_demand_site(&pebble, tls, Some(refuse_all), 10, &upstream, &manual);
-    let gatehouse = Gatehouse::start(&config);
-    let (connector, addr) = (trusting(&pebble), gatehouse.tls_addr());
+    let on_demand = OnDemand::start().await;
+    let OnDemand { ask, pebble, .. } = &on_demand;
+    let gatehouse = Gatehouse::start(&on_demand.config(403, 10));
+    let (connector, addr) = (trusting(pebble), gatehouse.tls_addr());
     for _ in 0..3 {
         assert!(
             leaf_for(&connector, addr, "a.shop.gatehouse.test")
@@ -544,5 +563,5 @@ async fn a_name_the_ask_url_refuses_gets_no_certificate_and_is_not_asked_again_a
         );
     }
     assert_eq!(ask.hits(), 1, "the refusal is remembered");
-    assert_eq!(orders(&pebble), 0);
+    assert_eq!(orders(pebble), 0);
 }
