@@ -84,6 +84,8 @@ impl SecurityHeaders {
         for name in &self.strip {
             headers.remove(name);
         }
+        // Room for them all at once: growing one insert at a time rehashes the map repeatedly.
+        headers.reserve(self.set.len() + 1);
         let hsts = self
             .hsts
             .as_ref()

@@ -301,6 +301,13 @@ impl ResponseCache {
         if let Some(entry) = self.tiers.memory.get(key) {
             return Some(entry);
         }
+        // Boxed: the lower tiers' reads (sled, Redis) are large futures, and inline they would
+        // grow every request's state, which actix allocates and moves whole per request.
+        Box::pin(self.get_below_memory(key)).await
+    }
+
+    /// Reads the persistent and shared tiers, and keeps what they had in memory.
+    async fn get_below_memory(&self, key: &Arc<str>) -> Option<Arc<Entry>> {
         let mut found = None;
         if let Some(disk) = &self.tiers.disk {
             match disk.get(key).await {

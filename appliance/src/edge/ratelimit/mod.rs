@@ -92,7 +92,9 @@ impl Limiter {
         when_redis_down: WhenRedisDown,
     ) -> Option<Verdict> {
         if let Some(shared) = &self.shared {
-            let spent = shared.spend(scope, key, quota).await;
+            // Boxed: a Redis call is a large future, which would otherwise grow every
+            // request's state (allocated and moved whole per request by actix).
+            let spent = Box::pin(shared.spend(scope, key, quota)).await;
             self.note_redis(spent.as_ref().err(), when_redis_down);
             match spent {
                 Ok(verdict) => return Some(verdict),
