@@ -556,3 +556,23 @@ pub(crate) fn liveness() -> HttpResponse {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    /// The size of what `f` returns, found without calling it.
+    fn returned_size<F, A, B, C, R>(_: &F) -> usize
+    where
+        F: Fn(A, B, C) -> R,
+    {
+        size_of::<R>()
+    }
+
+    #[test]
+    fn a_requests_state_stays_small() {
+        // actix-web allocates this future per request and moves it whole into the allocation:
+        // rarely awaited large futures (the store's and Redis's reads) belong in boxes of their
+        // own. It was 8.6 KB with them inline, 2.5 KB without.
+        let size = returned_size(&super::handle);
+        assert!(size <= 4096, "a request's state takes {size} bytes");
+    }
+}
