@@ -144,7 +144,9 @@ impl Session {
         conn: &mut Conn<S>,
     ) -> bool {
         let mut span = self.start_span();
-        let waiting = Instant::now();
+        // acquire() times the wait for the pool's totals too; a second clock read is only
+        // worth it for a span.
+        let waiting = span.as_ref().map(|_| Instant::now());
         let mut server = match self.acquire().await {
             Ok(server) => server,
             Err(err) => {
@@ -153,12 +155,13 @@ impl Session {
                 return false;
             }
         };
-        if let Some(span) = &mut span {
+        if let (Some(span), Some(waiting)) = (&mut span, waiting) {
             span.set_attribute(KeyValue::new("server.address", server.addr.to_string()));
             let wait = waiting.elapsed().as_secs_f64();
             span.set_attribute(KeyValue::new("gatehouse.pool.wait", wait));
         }
         if let Err(err) = self.attach(&mut server).await {
+            end_span(span, Some(err.code()));
             self.detach(&server);
             self.pool.release(server);
             conn.fatal(err.code(), &err.to_string()).await;
