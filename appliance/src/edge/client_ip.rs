@@ -92,6 +92,23 @@ impl IpRules {
     }
 }
 
+/// `ip` as `Display` writes it, without the formatting machinery (five times the work for an
+/// IPv4 address): it is written up to twice per request, for plugins and for the upstream.
+pub(crate) fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    let mut digits = itoa::Buffer::new();
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        text.push_str(digits.format(octet));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use actix_web::test::TestRequest;
@@ -143,5 +160,21 @@ mod tests {
         assert!(!rules.permits(None));
         assert!(IpRules::default().permits(None));
         assert!(parse_network("10.0.0.0/33").is_err());
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "203.0.113.7",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+            assert_eq!(ip_text(ip), text);
+        }
     }
 }

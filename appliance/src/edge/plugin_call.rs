@@ -10,6 +10,7 @@ use actix_web::http::header::{CONTENT_TYPE, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use tracing::warn;
 
+use super::client_ip::ip_text;
 use crate::policy::{CallError, Fallback, Plugin, Request};
 use crate::upstream::clock_ms;
 
@@ -26,7 +27,7 @@ pub(crate) fn request(
         query: req.query_string().to_string(),
         host: host.to_string(),
         route: route.to_string(),
-        client_ip: client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        client_ip: client_ip.map(ip_text).unwrap_or_default(),
     }
 }
 

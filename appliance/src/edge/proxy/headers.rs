@@ -4,18 +4,24 @@
 use std::net::IpAddr;
 
 use actix_web::http::header::{
-    CONNECTION, CONTENT_LENGTH, FORWARDED, HOST, HeaderMap, HeaderName, HeaderValue, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, EXPECT, FORWARDED, HOST, HeaderMap, HeaderName, HeaderValue, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
+use crate::edge::client_ip::ip_text;
+
 /// Headers that describe one connection, never the message. `Expect` is answered by gatehouse
-/// itself (the client already got its 100 Continue), so the server must not see it.
-const HOP_BY_HOP: [&str; 5] = [
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "expect",
+/// itself (the client already got its 100 Continue), so the server must not see it. Names, not
+/// strings: a string is parsed into a name on every removal, twice per proxied request.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("proxy-authenticate"),
+    HeaderName::from_static("proxy-authorization"),
+    EXPECT,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
 ];
 
 pub(crate) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -37,10 +43,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in listed {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    for name in [TE, TRAILER, TRANSFER_ENCODING] {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if keep_upgrade {
@@ -76,7 +79,7 @@ pub(crate) struct Forwarding {
 /// (appended), and makes sure a `Host` header exists (HTTP/2 requests carry `:authority`).
 pub(crate) fn add_forwarding(headers: &mut HeaderMap, forwarding: &Forwarding) {
     // Built with push_str, not format!: this runs for every proxied request.
-    let ip = forwarding.client_ip.map(|ip| ip.to_string());
+    let ip = forwarding.client_ip.map(ip_text);
     if let Some(ip) = &ip {
         append_list(headers, &X_FORWARDED_FOR, ip);
     }

@@ -197,16 +197,10 @@ fn answer(limit: &Limit, quota: Quota, verdict: Verdict, settings: LimitSettings
         return Outcome::Continue(None);
     }
     let name = structured_string(&limit.policy);
-    let policy = field(&format!(
-        "{name};q={};w={}",
-        quota.limit,
-        seconds(quota.window)
-    ));
-    let state = field(&format!(
-        "{name};r={};t={}",
-        verdict.remaining,
-        seconds(verdict.reset)
-    ));
+    let window = seconds(quota.window);
+    let policy = field(&name, [("q", quota.limit.into()), ("w", window)]);
+    let reset = seconds(verdict.reset);
+    let state = field(&name, [("r", verdict.remaining.into()), ("t", reset)]);
     if verdict.allowed {
         return Outcome::Continue(Some([
             (RATELIMIT_POLICY.clone(), policy),
@@ -285,8 +279,19 @@ fn structured_string(text: &str) -> String {
     out
 }
 
-fn field(value: &str) -> HeaderValue {
-    HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
+/// `name;key=number;key=number`, written without the formatting machinery: every counted
+/// request carries two of these.
+fn field(name: &str, parameters: [(&str, u64); 2]) -> HeaderValue {
+    let mut value = String::with_capacity(name.len() + 32);
+    value.push_str(name);
+    let mut digits = itoa::Buffer::new();
+    for (key, number) in parameters {
+        value.push(';');
+        value.push_str(key);
+        value.push('=');
+        value.push_str(digits.format(number));
+    }
+    HeaderValue::try_from(value).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
 }
 
 #[cfg(test)]
