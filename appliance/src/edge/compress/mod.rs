@@ -102,13 +102,22 @@ impl CompressionSettings {
                 .get(name)
                 .and_then(|v: &actix_web::http::header::HeaderValue| v.to_str().ok())
         };
+        // Compared without case rather than lowercased: no copy per response.
         let media_type = text(CONTENT_TYPE)
             .and_then(|t| t.split(';').next())
-            .map(|t| t.trim().to_ascii_lowercase())
-            .unwrap_or_default();
-        let allowed = self.types.contains(&media_type)
-            || media_type.ends_with("+json")
-            || media_type.ends_with("+xml");
+            .map_or("", str::trim);
+        let suffix = |s: &str| {
+            let at = media_type.len().saturating_sub(s.len());
+            media_type
+                .get(at..)
+                .is_some_and(|end| end.eq_ignore_ascii_case(s))
+        };
+        let allowed = self
+            .types
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(media_type))
+            || suffix("+json")
+            || suffix("+xml");
         let encoded = text(CONTENT_ENCODING).is_some_and(|e| !e.eq_ignore_ascii_case("identity"));
         let no_transform = headers
             .get_all(CACHE_CONTROL)
@@ -217,9 +226,8 @@ pub(crate) fn mark_encoded(headers: &mut HeaderMap, coding: Coding) {
     if let Some(etag) = headers.get(ETAG)
         && !etag.as_bytes().starts_with(b"W/")
     {
-        let mut weak = b"W/".to_vec();
-        weak.extend_from_slice(etag.as_bytes());
-        if let Ok(weak) = HeaderValue::from_bytes(&weak) {
+        let weak = [b"W/".as_slice(), etag.as_bytes()].concat();
+        if let Ok(weak) = HeaderValue::from_maybe_shared(Bytes::from(weak)) {
             headers.insert(ETAG, weak);
         }
     }
@@ -283,6 +291,17 @@ mod tests {
             1000
         ));
         assert!(!s.compressible(&headers(&[(CONTENT_TYPE, "image/png")]), 1000));
+        // Media types are case-insensitive (RFC 9110 §8.3.1).
+        for mixed in [
+            "Text/HTML; charset=UTF-8",
+            "application/Problem+JSON",
+            " text/css ",
+        ] {
+            assert!(
+                s.compressible(&headers(&[(CONTENT_TYPE, mixed)]), 1000),
+                "{mixed}"
+            );
+        }
         assert!(
             !s.compressible(&HeaderMap::new(), 1000),
             "no type, no guess"
