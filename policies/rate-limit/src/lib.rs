@@ -75,7 +75,7 @@ struct DefaultRateLimit;
 
 impl DefaultRateLimit {
     fn decide_with(config: &Config, request: &Request) -> Decision {
-        // Joined, not format!ted: the formatting machinery is most of this call's own work.
+        // Joined, not format!ted: the formatting machinery was a fifth of this call's own work.
         let key = match request.header(&config.api_key_header) {
             Some(api_key) => ["key:", &api_key].concat(),
             None => ["ip:", &request.client_ip].concat(),
