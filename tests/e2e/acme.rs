@@ -50,11 +50,24 @@ async fn site(gatehouse: &Gatehouse) -> Value {
 
 /// Waits for the site's certificate to be valid and returns its entry.
 async fn certified(gatehouse: &Gatehouse) -> Value {
-    eventually(Duration::from_secs(60), "a valid certificate", || async {
-        site(gatehouse).await["certificate"] == "valid"
-    })
-    .await;
-    site(gatehouse).await
+    certificate_becomes(gatehouse, "valid", Duration::from_secs(60)).await
+}
+
+/// Waits until the site's certificate is in `state` and returns its entry; a test that gives
+/// up shows the entry it saw last, with its times and errors.
+async fn certificate_becomes(gatehouse: &Gatehouse, state: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let site = site(gatehouse).await;
+        if site["certificate"] == state {
+            return site;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the certificate is not {state} within {within:?}; last seen: {site}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A TLS client that trusts only pebble's issuing root.
@@ -388,12 +401,7 @@ async fn a_certificate_about_to_expire_shows_in_healthz_and_on_the_overview() {
     } = forwarded_site(36).await;
     forwarder.pause().await;
     let browser = Browser::logged_in(&gatehouse, 1280).await;
-    eventually(
-        Duration::from_secs(45),
-        "the certificate expiring in /healthz",
-        || async { site(&gatehouse).await["certificate"] == "expiring" },
-    )
-    .await;
+    certificate_becomes(&gatehouse, "expiring", Duration::from_secs(45)).await;
     let report = get_json(gatehouse.admin_url("/healthz")).await;
     let check = &report["checks"]["tls"];
     assert_eq!(check["status"], "degraded");

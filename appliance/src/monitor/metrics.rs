@@ -80,6 +80,9 @@ pub struct CompressionCounters {
     pub output: Counter,
 }
 
+/// The longest policy label, in characters.
+const POLICY_LABEL_CHARS: usize = 64;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DecisionLabels {
     route: Arc<str>,
@@ -301,10 +304,13 @@ impl Metrics {
         self.upstream_errors.get_or_create(&labels).inc();
     }
 
-    /// Counts a rate-limit `decision` on `route` under `policy`.
-    pub fn rate_limit(&self, route: &Arc<str>, policy: &str, decision: Decision) {
+    /// Counts a rate-limit `decision` on `route` under `policy` (taken: the plugin's answer
+    /// is already a string of its own).
+    pub fn rate_limit(&self, route: &Arc<str>, mut policy: String, decision: Decision) {
         // Policy names come from plugins: bounded, so one cannot grow a label without end.
-        let policy = policy.chars().take(64).collect();
+        if let Some((cut, _)) = policy.char_indices().nth(POLICY_LABEL_CHARS) {
+            policy.truncate(cut);
+        }
         let labels = DecisionLabels {
             route: Arc::clone(route),
             policy,
@@ -413,11 +419,11 @@ mod tests {
     fn long_policy_names_are_cut() {
         let metrics = Metrics::default();
         let route: Arc<str> = Arc::from("r");
-        metrics.rate_limit(&route, &"p".repeat(500), Decision::Limited);
+        metrics.rate_limit(&route, "p".repeat(500), Decision::Limited);
         let text = metrics.render(&Registry::default());
         let expected = format!(
             "gatehouse_rate_limit_decisions_total{{route=\"r\",policy=\"{}\",decision=\"limited\"}} 1",
-            "p".repeat(64)
+            "p".repeat(POLICY_LABEL_CHARS)
         );
         assert!(text.contains(&expected), "{text}");
     }

@@ -486,6 +486,13 @@ pub(crate) fn local_addrs(listeners: &[StdListener]) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// What the pooler reads from every query it relays: the session effects and the shape
+/// (returned). For the benchmark.
+#[doc(hidden)]
+pub fn read_query(sql: &str) -> u64 {
+    sql::effects(sql).fingerprint
+}
+
 /// Reads `data` as a client's bytes: a startup packet, then frontend messages, each framed and
 /// checked, its SQL read for session effects and shapes, and (as in transaction mode) its
 /// statement names rewritten, until the bytes end or a message is refused. Returns the

@@ -163,8 +163,9 @@ impl Phase<'_> {
             }
             Err(err) => {
                 let answer = plugin_call::fallback(plugin, "rate-limit", &err);
+                let policy = version.name().to_string();
                 self.metrics
-                    .rate_limit(self.route, version.name(), MetricDecision::Failed);
+                    .rate_limit(self.route, policy, MetricDecision::Failed);
                 return answer.map_or(Outcome::Continue(None), Outcome::Answer);
             }
         };
@@ -176,7 +177,7 @@ impl Phase<'_> {
                 _ => MetricDecision::Denied,
             },
         };
-        let policy = policy.as_deref().unwrap_or_else(|| version.name());
+        let policy = policy.unwrap_or_else(|| version.name().to_string());
         self.metrics.rate_limit(self.route, policy, decision);
         outcome
     }
