@@ -54,17 +54,22 @@ async fn certified(gatehouse: &Gatehouse) -> Value {
 }
 
 /// Waits until the site's certificate is in `state` and returns its entry; a test that gives
-/// up shows the entry it saw last, with its times and errors.
+/// up shows the entry it saw last, with its times and errors, and how often it looked.
 async fn certificate_becomes(gatehouse: &Gatehouse, state: &str, within: Duration) -> Value {
     let deadline = Instant::now() + within;
+    let (mut polls, mut slowest) = (0, Duration::ZERO);
     loop {
+        let asked = Instant::now();
         let site = site(gatehouse).await;
+        polls += 1;
+        slowest = slowest.max(asked.elapsed());
         if site["certificate"] == state {
             return site;
         }
         assert!(
             Instant::now() < deadline,
-            "the certificate is not {state} within {within:?}; last seen: {site}"
+            "the certificate is not {state} within {within:?} ({polls} polls, the slowest \
+             {slowest:?}); last seen: {site}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
