@@ -308,7 +308,10 @@ impl Metrics {
     /// is already a string of its own).
     pub fn rate_limit(&self, route: &Arc<str>, mut policy: String, decision: Decision) {
         // Policy names come from plugins: bounded, so one cannot grow a label without end.
-        if let Some((cut, _)) = policy.char_indices().nth(POLICY_LABEL_CHARS) {
+        // A name of no more bytes than that has no more characters: only a long one is walked.
+        if policy.len() > POLICY_LABEL_CHARS
+            && let Some((cut, _)) = policy.char_indices().nth(POLICY_LABEL_CHARS)
+        {
             policy.truncate(cut);
         }
         let labels = DecisionLabels {
